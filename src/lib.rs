@@ -7,10 +7,17 @@
 //! ...). Unsafe code lives only in `sys` and the facility modules that need raw
 //! syscalls, each block with a `SAFETY:` comment.
 
+pub mod app;
+pub mod apply;
 pub mod cgroup;
+pub mod cli;
+pub mod config;
 pub mod paths;
+pub mod plan;
+pub mod render;
 pub mod rootfs;
 pub mod runtime;
 pub mod store;
+pub mod state;
 pub mod sys;
 pub mod template;

@@ -1,3 +1,6 @@
+use clap::Parser;
+
 fn main() {
-    println!("vsctl");
+    let cli = vsctl::cli::Cli::parse();
+    std::process::exit(vsctl::app::run(cli));
 }

@@ -1,0 +1,115 @@
+//! The command line, defined once: the binary parses it, and the man pages
+//! (`man/`) and shell completions are generated from the same definitions.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "vsctl",
+    version,
+    about = "Declarative system-container manager: many Linux servers on one host",
+    long_about = "vsctl reads one TOML file per guest from guests.d/, compares what they describe with what exists, \
+                  shows a plan, and makes the host match. Applying twice changes nothing the second time.\n\n\
+                  Exit codes: 0 success (with --detailed-exitcode: no changes), 1 error, 2 changes applied or \
+                  pending (only with --detailed-exitcode)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Prefix every default path with DIR (for isolated trees and tests)
+    #[arg(long, global = true, env = "VSCTL_ROOT", value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Host settings file [default: ROOT/etc/vsctl/vsctl.toml]
+    #[arg(long, global = true, env = "VSCTL_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory of guest files [default: ROOT/etc/vsctl/guests.d]
+    #[arg(long, global = true, env = "VSCTL_GUESTS_DIR", value_name = "DIR")]
+    pub guests_dir: Option<PathBuf>,
+    /// Directory of extra template definitions [default: ROOT/etc/vsctl/templates]
+    #[arg(long, global = true, env = "VSCTL_TEMPLATES_DIR", value_name = "DIR")]
+    pub templates_dir: Option<PathBuf>,
+    /// State directory: store, templates, guests [default: ROOT/var/lib/vsctl]
+    #[arg(long, global = true, env = "VSCTL_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Runtime directory [default: ROOT/run/vsctl]
+    #[arg(long, global = true, env = "VSCTL_RUN_DIR", value_name = "DIR")]
+    pub run_dir: Option<PathBuf>,
+    /// Console log directory [default: ROOT/var/log/vsctl]
+    #[arg(long, global = true, env = "VSCTL_LOG_DIR", value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// Output format for data on stdout
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every guest file and the host settings; change nothing
+    Validate,
+    /// Show what apply would do (same as `apply --dry-run`)
+    Plan(PlanArgs),
+    /// Make the host match the guest files
+    Apply(ApplyArgs),
+    /// List guests: desired and existing
+    List,
+    /// Show one guest in detail
+    Status {
+        /// Guest name
+        name: String,
+    },
+    /// Print shell completions
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct PlanArgs {
+    /// Only these guests (default: all)
+    #[arg(value_name = "NAME")]
+    pub names: Vec<String>,
+    /// Allow rebuilding this guest's root filesystem (destroys it); repeatable
+    #[arg(long, value_name = "NAME")]
+    pub recreate: Vec<String>,
+    /// Stop and unregister guests whose file was removed (their rootfs is kept)
+    #[arg(long)]
+    pub prune: bool,
+    /// With --prune: also delete the removed guests' root filesystems
+    #[arg(long, requires = "prune")]
+    pub purge: bool,
+    /// Exit 0 when there is nothing to change, 2 when there are changes, 1 on error
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    #[command(flatten)]
+    pub plan: PlanArgs,
+    /// Show the plan and stop
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Fail at once if another apply holds the lock, instead of waiting
+    #[arg(long)]
+    pub no_wait: bool,
+}
+
+/// The clap command, for man pages and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
