@@ -25,7 +25,13 @@ pub mod exit {
 }
 
 /// What this build can execute. Facilities switch on as their executors land.
-pub const FACILITIES: Facilities = Facilities { build: false, run: false, live_limits: false, network: false, quota: false };
+pub const FACILITIES: Facilities = Facilities {
+    build: false,
+    run: false,
+    live_limits: false,
+    network: false,
+    quota: false,
+};
 
 /// Host paths and settings, resolved from flags, environment and vsctl.toml.
 pub struct Host {
@@ -46,9 +52,21 @@ impl Host {
         let under_root = |p: &PathBuf| root.join(p.strip_prefix("/").unwrap_or(p));
         let configured = &settings.paths;
         for (slot, from_file, from_flag) in [
-            (&mut paths.guests_dir, &configured.guests_dir, &global.guests_dir),
-            (&mut paths.templates_dir, &configured.templates_dir, &global.templates_dir),
-            (&mut paths.state_dir, &configured.state_dir, &global.state_dir),
+            (
+                &mut paths.guests_dir,
+                &configured.guests_dir,
+                &global.guests_dir,
+            ),
+            (
+                &mut paths.templates_dir,
+                &configured.templates_dir,
+                &global.templates_dir,
+            ),
+            (
+                &mut paths.state_dir,
+                &configured.state_dir,
+                &global.state_dir,
+            ),
             (&mut paths.run_dir, &configured.run_dir, &global.run_dir),
             (&mut paths.log_dir, &configured.log_dir, &global.log_dir),
         ] {
@@ -59,20 +77,33 @@ impl Host {
                 *slot = p.clone();
             }
         }
-        Ok(Host { paths, settings, output: global.output })
+        Ok(Host {
+            paths,
+            settings,
+            output: global.output,
+        })
     }
 }
 
 /// Template names a guest may use.
 // TODO(templates): replace with the template definitions once the store lands.
 pub fn known_templates(paths: &Paths) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> =
-        ["busybox", "debian-bookworm", "debian-trixie", "debian-bookworm-web", "debian-bookworm-python"]
-            .into_iter()
-            .map(String::from)
-            .collect();
+    let mut names: BTreeSet<String> = [
+        "busybox",
+        "debian-bookworm",
+        "debian-trixie",
+        "debian-bookworm-web",
+        "debian-bookworm-python",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
     if let Ok(files) = config::guest_files(&paths.templates_dir) {
-        names.extend(files.iter().filter_map(|f| f.file_stem()?.to_str().map(String::from)));
+        names.extend(
+            files
+                .iter()
+                .filter_map(|f| f.file_stem()?.to_str().map(String::from)),
+        );
     }
     names
 }
@@ -84,12 +115,24 @@ pub fn run(cli: Cli) -> i32 {
     };
     match cli.command {
         Command::Validate => validate(&host),
-        Command::Plan(args) => plan_or_apply(&host, &ApplyArgs { plan: args, dry_run: true, no_wait: false }),
+        Command::Plan(args) => plan_or_apply(
+            &host,
+            &ApplyArgs {
+                plan: args,
+                dry_run: true,
+                no_wait: false,
+            },
+        ),
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
         Command::Status { name } => status(&host, &name),
         Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut crate::cli::command(), "vsctl", &mut std::io::stdout());
+            clap_complete::generate(
+                shell,
+                &mut crate::cli::command(),
+                "vsctl",
+                &mut std::io::stdout(),
+            );
             exit::OK
         }
     }
@@ -110,18 +153,29 @@ fn report_diags(diags: &[ConfigDiag], output: OutputFormat) -> i32 {
             for diag in diags {
                 eprintln!("{:?}", diag.report());
             }
-            eprintln!("vsctl: {} error{} found; nothing was changed", diags.len(), if diags.len() == 1 { "" } else { "s" });
+            eprintln!(
+                "vsctl: {} error{} found; nothing was changed",
+                diags.len(),
+                if diags.len() == 1 { "" } else { "s" }
+            );
         }
     }
     exit::ERROR
 }
 
 fn print_json<T: Serialize>(value: &T) {
-    println!("{}", serde_json::to_string_pretty(value).expect("output always serializes"));
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output always serializes")
+    );
 }
 
 fn load(host: &Host) -> Result<Vec<ParsedGuest>, Vec<ConfigDiag>> {
-    config::load_guests(&host.paths.guests_dir, &known_templates(&host.paths), &host.settings)
+    config::load_guests(
+        &host.paths.guests_dir,
+        &known_templates(&host.paths),
+        &host.settings,
+    )
 }
 
 fn validate(host: &Host) -> i32 {
@@ -135,7 +189,11 @@ fn validate(host: &Host) -> i32 {
                     "guests": guests.iter().map(|g| &g.spec.name).collect::<Vec<_>>(),
                     "errors": [],
                 })),
-                OutputFormat::Text => println!("{} guest file{} valid", guests.len(), if guests.len() == 1 { "" } else { "s" }),
+                OutputFormat::Text => println!(
+                    "{} guest file{} valid",
+                    guests.len(),
+                    if guests.len() == 1 { "" } else { "s" }
+                ),
             }
             exit::OK
         }
@@ -153,7 +211,9 @@ fn plan_options(args: &PlanArgs) -> PlanOptions {
 }
 
 fn style() -> Style {
-    Style { color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none() }
+    Style {
+        color: std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    }
 }
 
 fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
@@ -168,7 +228,13 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
         eprintln!("vsctl: {e}");
         exit::ERROR
     };
-    let changes_code = |changed: bool| if args.plan.detailed_exitcode && changed { exit::CHANGES } else { exit::OK };
+    let changes_code = |changed: bool| {
+        if args.plan.detailed_exitcode && changed {
+            exit::CHANGES
+        } else {
+            exit::OK
+        }
+    };
 
     if args.dry_run {
         let observed = match apply::observe(&host.paths, &store) {
@@ -191,7 +257,15 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
     };
     let plan = plan::plan(&desired, &observed, &options);
     if host.output == OutputFormat::Text {
-        eprint!("{}", render::plan_text(&plan, Style { color: std::io::stderr().is_terminal() }));
+        eprint!(
+            "{}",
+            render::plan_text(
+                &plan,
+                Style {
+                    color: std::io::stderr().is_terminal()
+                }
+            )
+        );
     }
     let result = apply::execute(&plan, &desired, &observed, &store);
     match host.output {
@@ -208,9 +282,20 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
                     eprintln!("vsctl: {}: {error}", outcome.name);
                 }
             }
-            let applied = result.guests.iter().filter(|g| g.status == "applied").count();
-            let failed = result.guests.iter().filter(|g| g.status == "failed").count();
-            println!("Apply complete: {applied} guest{} changed, {failed} failed.", if applied == 1 { "" } else { "s" });
+            let applied = result
+                .guests
+                .iter()
+                .filter(|g| g.status == "applied")
+                .count();
+            let failed = result
+                .guests
+                .iter()
+                .filter(|g| g.status == "failed")
+                .count();
+            println!(
+                "Apply complete: {applied} guest{} changed, {failed} failed.",
+                if applied == 1 { "" } else { "s" }
+            );
         }
     }
     if result.failed {
@@ -251,15 +336,30 @@ fn list_entries(host: &Host) -> Result<Vec<ListEntry>, i32> {
         names.insert(spec.name.clone());
         let status = match observed.guests.get(&spec.name) {
             None => String::from("not created"),
-            Some(current) => serde_json::to_value(current.run).unwrap().as_str().unwrap_or_default().to_string(),
+            Some(current) => serde_json::to_value(current.run)
+                .unwrap()
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
         };
         entries.push(ListEntry {
             name: spec.name.clone(),
             template: spec.template.clone(),
             hostname: spec.hostname.clone(),
-            desired_state: Some(serde_json::to_value(spec.state).unwrap().as_str().unwrap_or_default().to_string()),
+            desired_state: Some(
+                serde_json::to_value(spec.state)
+                    .unwrap()
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+            ),
             status,
-            addresses: spec.network.addresses.iter().map(ToString::to_string).collect(),
+            addresses: spec
+                .network
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             protect: spec.protect,
         });
     }
@@ -274,7 +374,12 @@ fn list_entries(host: &Host) -> Result<Vec<ListEntry>, i32> {
             hostname: spec.hostname.clone(),
             desired_state: None,
             status: String::from("orphan"),
-            addresses: spec.network.addresses.iter().map(ToString::to_string).collect(),
+            addresses: spec
+                .network
+                .addresses
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
             protect: spec.protect,
         });
     }
@@ -288,9 +393,14 @@ fn list(host: &Host) -> i32 {
         Err(code) => return code,
     };
     match host.output {
-        OutputFormat::Json => print_json(&serde_json::json!({ "format_version": plan::FORMAT_VERSION, "guests": entries })),
+        OutputFormat::Json => print_json(
+            &serde_json::json!({ "format_version": plan::FORMAT_VERSION, "guests": entries }),
+        ),
         OutputFormat::Text => {
-            println!("{:<20} {:<10} {:<12} {:<20} ADDRESSES", "NAME", "WANTED", "STATUS", "TEMPLATE");
+            println!(
+                "{:<20} {:<10} {:<12} {:<20} ADDRESSES",
+                "NAME", "WANTED", "STATUS", "TEMPLATE"
+            );
             for e in &entries {
                 println!(
                     "{:<20} {:<10} {:<12} {:<20} {}",
@@ -298,7 +408,11 @@ fn list(host: &Host) -> i32 {
                     e.desired_state.as_deref().unwrap_or("-"),
                     e.status,
                     e.template,
-                    if e.addresses.is_empty() { String::from("-") } else { e.addresses.join(",") }
+                    if e.addresses.is_empty() {
+                        String::from("-")
+                    } else {
+                        e.addresses.join(",")
+                    }
                 );
             }
         }
@@ -319,7 +433,11 @@ fn status(host: &Host, name: &str) -> i32 {
     let Some(record) = record else {
         eprintln!(
             "vsctl: guest `{name}` does not exist{}",
-            if file.exists() { " yet (run `vsctl apply`)" } else { "" }
+            if file.exists() {
+                " yet (run `vsctl apply`)"
+            } else {
+                ""
+            }
         );
         return exit::ERROR;
     };
@@ -346,13 +464,48 @@ fn status(host: &Host, name: &str) -> i32 {
         })),
         OutputFormat::Text => {
             println!("Name:      {name}");
-            println!("Status:    {}", serde_json::to_value(current.run).unwrap().as_str().unwrap_or_default());
-            println!("Wanted:    {}", serde_json::to_value(spec.state).unwrap().as_str().unwrap_or_default());
-            println!("File:      {}", if file.exists() { file.display().to_string() } else { String::from("(removed: orphan)") });
+            println!(
+                "Status:    {}",
+                serde_json::to_value(current.run)
+                    .unwrap()
+                    .as_str()
+                    .unwrap_or_default()
+            );
+            println!(
+                "Wanted:    {}",
+                serde_json::to_value(spec.state)
+                    .unwrap()
+                    .as_str()
+                    .unwrap_or_default()
+            );
+            println!(
+                "File:      {}",
+                if file.exists() {
+                    file.display().to_string()
+                } else {
+                    String::from("(removed: orphan)")
+                }
+            );
             println!("Template:  {}", spec.template);
             println!("Hostname:  {}", spec.hostname);
-            println!("Network:   {:?} {}", spec.network.mode, spec.network.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "));
-            println!("Userns:    {}", if spec.security.userns { "yes (unprivileged)" } else { "no (privileged, reduced capabilities)" });
+            println!(
+                "Network:   {:?} {}",
+                spec.network.mode,
+                spec.network
+                    .addresses
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            println!(
+                "Userns:    {}",
+                if spec.security.userns {
+                    "yes (unprivileged)"
+                } else {
+                    "no (privileged, reduced capabilities)"
+                }
+            );
             println!("Seccomp:   {seccomp}");
             println!("Protected: {}", spec.protect);
         }

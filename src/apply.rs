@@ -34,7 +34,14 @@ pub fn observe(paths: &Paths, store: &StateStore) -> Result<Observed, StateError
             None => true,
         };
         let run = RunStatus::Stopped;
-        observed.guests.insert(name, ObservedGuest { record, run, rootfs_present });
+        observed.guests.insert(
+            name,
+            ObservedGuest {
+                record,
+                run,
+                rootfs_present,
+            },
+        );
     }
     if let Ok(entries) = std::fs::read_dir(paths.template_trees_dir()) {
         for entry in entries.flatten() {
@@ -68,7 +75,12 @@ pub struct ApplyResult {
 }
 
 /// Run the plan. `desired` supplies the specs the plan was made from.
-pub fn execute(plan: &Plan, desired: &[GuestSpec], observed: &Observed, store: &StateStore) -> ApplyResult {
+pub fn execute(
+    plan: &Plan,
+    desired: &[GuestSpec],
+    observed: &Observed,
+    store: &StateStore,
+) -> ApplyResult {
     let specs: BTreeMap<&str, &GuestSpec> = desired.iter().map(|s| (s.name.as_str(), s)).collect();
     let mut result = ApplyResult {
         format_version: crate::plan::FORMAT_VERSION,
@@ -79,20 +91,40 @@ pub fn execute(plan: &Plan, desired: &[GuestSpec], observed: &Observed, store: &
     };
     for entry in &plan.guests {
         let outcome = if entry.blocked.is_some() {
-            GuestOutcome { name: entry.name.clone(), action: entry.action, status: "blocked", error: entry.blocked.clone() }
+            GuestOutcome {
+                name: entry.name.clone(),
+                action: entry.action,
+                status: "blocked",
+                error: entry.blocked.clone(),
+            }
         } else if entry.steps.is_empty() {
-            GuestOutcome { name: entry.name.clone(), action: entry.action, status: "unchanged", error: None }
+            GuestOutcome {
+                name: entry.name.clone(),
+                action: entry.action,
+                status: "unchanged",
+                error: None,
+            }
         } else {
             let spec = specs.get(entry.name.as_str()).copied();
             let previous = observed.guests.get(&entry.name).map(|g| &g.record);
             match execute_guest(entry, spec, previous, store) {
                 Ok(()) => {
                     result.changed = true;
-                    GuestOutcome { name: entry.name.clone(), action: entry.action, status: "applied", error: None }
+                    GuestOutcome {
+                        name: entry.name.clone(),
+                        action: entry.action,
+                        status: "applied",
+                        error: None,
+                    }
                 }
                 Err(e) => {
                     result.failed = true;
-                    GuestOutcome { name: entry.name.clone(), action: entry.action, status: "failed", error: Some(e.to_string()) }
+                    GuestOutcome {
+                        name: entry.name.clone(),
+                        action: entry.action,
+                        status: "failed",
+                        error: Some(e.to_string()),
+                    }
                 }
             }
         };
@@ -108,7 +140,10 @@ fn execute_guest(
     store: &StateStore,
 ) -> Result<(), ApplyError> {
     let mut record = match (previous, spec) {
-        (Some(previous), Some(spec)) => GuestRecord { spec: spec.clone(), ..previous.clone() },
+        (Some(previous), Some(spec)) => GuestRecord {
+            spec: spec.clone(),
+            ..previous.clone()
+        },
         (None, Some(spec)) => GuestRecord::new(spec.clone()),
         (Some(previous), None) => previous.clone(),
         (None, None) => unreachable!("a plan entry always has a spec or a record"),
@@ -129,7 +164,10 @@ fn execute_guest(
                     Step::Start => "start",
                     Step::WriteRecord | Step::Unregister => unreachable!(),
                 };
-                return Err(ApplyError::Unsupported { guest: entry.name.clone(), step });
+                return Err(ApplyError::Unsupported {
+                    guest: entry.name.clone(),
+                    step,
+                });
             }
         }
     }

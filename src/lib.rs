@@ -17,7 +17,7 @@ pub mod plan;
 pub mod render;
 pub mod rootfs;
 pub mod runtime;
-pub mod store;
 pub mod state;
+pub mod store;
 pub mod sys;
 pub mod template;

@@ -41,7 +41,9 @@ pub fn change_class(field: &str) -> ChangeClass {
         (_, "template" | "rootfs.strategy") => ChangeClass::Rebuild,
         (_, "protect") => ChangeClass::Record,
         ("limits" | "disk", _) => ChangeClass::Live,
-        (_, "network.addresses" | "network.gateway" | "network.gateway6" | "network.dns") => ChangeClass::Live,
+        (_, "network.addresses" | "network.gateway" | "network.gateway6" | "network.dns") => {
+            ChangeClass::Live
+        }
         _ => ChangeClass::Restart,
     }
 }
@@ -90,7 +92,13 @@ pub struct Facilities {
 }
 
 impl Facilities {
-    pub const ALL: Facilities = Facilities { build: true, run: true, live_limits: true, network: true, quota: true };
+    pub const ALL: Facilities = Facilities {
+        build: true,
+        run: true,
+        live_limits: true,
+        network: true,
+        quota: true,
+    };
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +116,13 @@ pub struct PlanOptions {
 
 impl Default for PlanOptions {
     fn default() -> PlanOptions {
-        PlanOptions { recreate: BTreeSet::new(), prune: false, purge: false, only: BTreeSet::new(), facilities: Facilities::ALL }
+        PlanOptions {
+            recreate: BTreeSet::new(),
+            prune: false,
+            purge: false,
+            only: BTreeSet::new(),
+            facilities: Facilities::ALL,
+        }
     }
 }
 
@@ -208,7 +222,11 @@ fn flatten(spec: &GuestSpec) -> BTreeMap<String, Value> {
         match value {
             Value::Object(map) => {
                 for (key, inner) in map {
-                    let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+                    let path = if prefix.is_empty() {
+                        key
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
                     walk(&path, inner, out);
                 }
             }
@@ -218,7 +236,11 @@ fn flatten(spec: &GuestSpec) -> BTreeMap<String, Value> {
         }
     }
     let mut out = BTreeMap::new();
-    walk("", serde_json::to_value(spec).expect("specs always serialize"), &mut out);
+    walk(
+        "",
+        serde_json::to_value(spec).expect("specs always serialize"),
+        &mut out,
+    );
     out.remove("name");
     out.remove("state");
     out
@@ -234,7 +256,12 @@ pub fn diff(before: &GuestSpec, after: &GuestSpec) -> Vec<FieldChange> {
         .filter_map(|field| {
             let b = old.get(field).cloned().unwrap_or(Value::Null);
             let a = new.get(field).cloned().unwrap_or(Value::Null);
-            (b != a).then(|| FieldChange { field: field.clone(), class: change_class(field), before: b, after: a })
+            (b != a).then(|| FieldChange {
+                field: field.clone(),
+                class: change_class(field),
+                before: b,
+                after: a,
+            })
         })
         .collect()
 }
@@ -251,7 +278,8 @@ pub fn plan(desired: &[GuestSpec], observed: &Observed, options: &PlanOptions) -
             Some(current) => plan_existing(spec, current, options),
         };
         let builds_rootfs = entry.steps.contains(&Step::BuildRootfs) && entry.blocked.is_none();
-        if builds_rootfs && options.facilities.build && !observed.templates.contains(&spec.template) {
+        if builds_rootfs && options.facilities.build && !observed.templates.contains(&spec.template)
+        {
             templates_to_build.insert(spec.template.clone());
         }
         guests.push(entry);
@@ -265,7 +293,11 @@ pub fn plan(desired: &[GuestSpec], observed: &Observed, options: &PlanOptions) -
         guests.push(plan_orphan(name, current, options));
     }
     guests.sort_by(|a, b| a.name.cmp(&b.name));
-    Plan { format_version: FORMAT_VERSION, templates_to_build: templates_to_build.into_iter().collect(), guests }
+    Plan {
+        format_version: FORMAT_VERSION,
+        templates_to_build: templates_to_build.into_iter().collect(),
+        guests,
+    }
 }
 
 fn new_entry(name: &str, action: Action) -> GuestPlan {
@@ -300,7 +332,9 @@ fn filter_unsupported(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facil
     let mut unsupported = Vec::new();
     entry.steps.retain(|step| {
         let (ok, what) = match step {
-            Step::BuildRootfs | Step::WriteGuestFiles | Step::PurgeRootfs => (facilities.build, "building root filesystems"),
+            Step::BuildRootfs | Step::WriteGuestFiles | Step::PurgeRootfs => {
+                (facilities.build, "building root filesystems")
+            }
             Step::ApplyQuota => (facilities.quota, "disk quotas"),
             Step::Start | Step::Stop => (facilities.run, "starting and stopping guests"),
             Step::ApplyLimits => (facilities.live_limits, "changing limits of a running guest"),
@@ -312,8 +346,13 @@ fn filter_unsupported(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facil
         }
         ok
     });
-    if !facilities.network && spec.network.mode != crate::config::guest::NetworkMode::None && !spec.network.addresses.is_empty() {
-        unsupported.push(String::from("guest networking: not yet supported by this build of vsctl (guests get loopback only)"));
+    if !facilities.network
+        && spec.network.mode != crate::config::guest::NetworkMode::None
+        && !spec.network.addresses.is_empty()
+    {
+        unsupported.push(String::from(
+            "guest networking: not yet supported by this build of vsctl (guests get loopback only)",
+        ));
     }
     unsupported.dedup();
     entry.unsupported = unsupported;
@@ -337,11 +376,20 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
 
     if worst == Some(ChangeClass::Rebuild) {
         entry.action = Action::Rebuild;
-        let fields: Vec<&str> =
-            entry.changes.iter().filter(|c| c.class == ChangeClass::Rebuild).map(|c| c.field.as_str()).collect();
-        entry.reasons.push(format!("{} changed: the root filesystem must be rebuilt", fields.join(", ")));
+        let fields: Vec<&str> = entry
+            .changes
+            .iter()
+            .filter(|c| c.class == ChangeClass::Rebuild)
+            .map(|c| c.field.as_str())
+            .collect();
+        entry.reasons.push(format!(
+            "{} changed: the root filesystem must be rebuilt",
+            fields.join(", ")
+        ));
         if protected {
-            entry.blocked = Some(String::from("guest is protected (`protect = true`): it is never rebuilt"));
+            entry.blocked = Some(String::from(
+                "guest is protected (`protect = true`): it is never rebuilt",
+            ));
         } else if !options.recreate.contains(&spec.name) {
             entry.blocked = Some(format!(
                 "rebuilding destroys the guest's root filesystem; run `vsctl apply --recreate {}` to allow it",
@@ -358,7 +406,9 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
 
     if !current.rootfs_present {
         entry.action = Action::Create;
-        entry.reasons.push(String::from("root filesystem missing: building it"));
+        entry
+            .reasons
+            .push(String::from("root filesystem missing: building it"));
         build_steps(spec, &mut entry, facilities);
         return entry;
     }
@@ -368,10 +418,17 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
     let has_live = entry.changes.iter().any(|c| c.class == ChangeClass::Live);
     let quota_changed = entry.changes.iter().any(|c| c.field.starts_with("disk."));
     let files_changed = entry.changes.iter().any(|c| {
-        matches!(c.field.as_str(), "hostname" | "network.dns" | "network.addresses")
+        matches!(
+            c.field.as_str(),
+            "hostname" | "network.dns" | "network.addresses"
+        )
     });
 
-    if quota_changed && (spec.disk.quota.is_some() || spec.disk.inodes.is_some() || current.record.spec.disk != spec.disk) {
+    if quota_changed
+        && (spec.disk.quota.is_some()
+            || spec.disk.inodes.is_some()
+            || current.record.spec.disk != spec.disk)
+    {
         entry.steps.push(Step::ApplyQuota);
     }
     if files_changed {
@@ -395,9 +452,16 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
         }
         (true, true) if restart_needed => {
             entry.action = Action::Restart;
-            let fields: Vec<&str> =
-                entry.changes.iter().filter(|c| c.class == ChangeClass::Restart).map(|c| c.field.as_str()).collect();
-            entry.reasons.push(format!("{} changed: takes effect on restart", fields.join(", ")));
+            let fields: Vec<&str> = entry
+                .changes
+                .iter()
+                .filter(|c| c.class == ChangeClass::Restart)
+                .map(|c| c.field.as_str())
+                .collect();
+            entry.reasons.push(format!(
+                "{} changed: takes effect on restart",
+                fields.join(", ")
+            ));
             entry.steps.insert(0, Step::Stop);
             start = true;
         }
@@ -405,7 +469,11 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
             if entry.changes.iter().any(|c| c.field.starts_with("limits.")) {
                 entry.steps.push(Step::ApplyLimits);
             }
-            if entry.changes.iter().any(|c| c.field.starts_with("network.")) {
+            if entry
+                .changes
+                .iter()
+                .any(|c| c.field.starts_with("network."))
+            {
                 entry.steps.push(Step::ApplyNetwork);
             }
         }
@@ -439,22 +507,30 @@ fn plan_orphan(name: &str, current: &ObservedGuest, options: &PlanOptions) -> Gu
     let mut entry = new_entry(name, Action::Noop);
     entry.orphan = true;
     if !options.prune {
-        entry.reasons.push(String::from("guest file removed; `--prune` stops and unregisters it"));
+        entry.reasons.push(String::from(
+            "guest file removed; `--prune` stops and unregisters it",
+        ));
         return entry;
     }
     entry.action = Action::Remove;
     entry.reasons.push(String::from("guest file removed"));
     if current.record.spec.protect {
-        entry.blocked = Some(String::from("guest is protected (`protect = true`): it is never removed"));
+        entry.blocked = Some(String::from(
+            "guest is protected (`protect = true`): it is never removed",
+        ));
     }
     if current.run != RunStatus::Stopped {
         entry.steps.push(Step::Stop);
     }
     if options.purge {
-        entry.reasons.push(String::from("--purge: its root filesystem is deleted"));
+        entry
+            .reasons
+            .push(String::from("--purge: its root filesystem is deleted"));
         entry.steps.push(Step::PurgeRootfs);
     } else {
-        entry.reasons.push(String::from("its root filesystem is kept"));
+        entry
+            .reasons
+            .push(String::from("its root filesystem is kept"));
     }
     entry.steps.push(Step::Unregister);
     filter_unsupported(&current.record.spec, &mut entry, options.facilities);
@@ -474,7 +550,10 @@ mod tests {
             hostname: name.into(),
             state: DesiredState::Running,
             protect: false,
-            network: NetworkSpec { mode: NetworkMode::None, ..Default::default() },
+            network: NetworkSpec {
+                mode: NetworkMode::None,
+                ..Default::default()
+            },
             limits: Default::default(),
             disk: Default::default(),
             rootfs: Default::default(),
@@ -486,12 +565,19 @@ mod tests {
     }
 
     fn observed(spec: GuestSpec, run: RunStatus) -> ObservedGuest {
-        ObservedGuest { record: GuestRecord::new(spec), run, rootfs_present: true }
+        ObservedGuest {
+            record: GuestRecord::new(spec),
+            run,
+            rootfs_present: true,
+        }
     }
 
     fn world(guests: Vec<ObservedGuest>) -> Observed {
         Observed {
-            guests: guests.into_iter().map(|g| (g.record.spec.name.clone(), g)).collect(),
+            guests: guests
+                .into_iter()
+                .map(|g| (g.record.spec.name.clone(), g))
+                .collect(),
             templates: ["busybox".to_string()].into(),
         }
     }
@@ -527,12 +613,28 @@ mod tests {
     }
 
     /// (description, desired edit, observed run status, options edit, expected action, blocked?, expected steps)
-    type Row = (&'static str, fn(&mut GuestSpec), RunStatus, fn(&mut PlanOptions), Action, bool, Vec<Step>);
+    type Row = (
+        &'static str,
+        fn(&mut GuestSpec),
+        RunStatus,
+        fn(&mut PlanOptions),
+        Action,
+        bool,
+        Vec<Step>,
+    );
 
     #[test]
     fn existing_guests_by_table() {
         let rows: Vec<Row> = vec![
-            ("nothing changed", |_| {}, RunStatus::Running, |_| {}, Action::Noop, false, vec![]),
+            (
+                "nothing changed",
+                |_| {},
+                RunStatus::Running,
+                |_| {},
+                Action::Noop,
+                false,
+                vec![],
+            ),
             (
                 "live memory change",
                 |s| s.limits.memory = Some(Size(256 << 20)),
@@ -600,7 +702,14 @@ mod tests {
                 |_| {},
                 Action::Rebuild,
                 true,
-                vec![Step::Stop, Step::PurgeRootfs, Step::BuildRootfs, Step::WriteGuestFiles, Step::WriteRecord, Step::Start],
+                vec![
+                    Step::Stop,
+                    Step::PurgeRootfs,
+                    Step::BuildRootfs,
+                    Step::WriteGuestFiles,
+                    Step::WriteRecord,
+                    Step::Start,
+                ],
             ),
             (
                 "template change with recreate rebuilds",
@@ -611,7 +720,14 @@ mod tests {
                 },
                 Action::Rebuild,
                 false,
-                vec![Step::Stop, Step::PurgeRootfs, Step::BuildRootfs, Step::WriteGuestFiles, Step::WriteRecord, Step::Start],
+                vec![
+                    Step::Stop,
+                    Step::PurgeRootfs,
+                    Step::BuildRootfs,
+                    Step::WriteGuestFiles,
+                    Step::WriteRecord,
+                    Step::Start,
+                ],
             ),
             (
                 "strategy change of protected guest is blocked even with recreate",
@@ -625,10 +741,32 @@ mod tests {
                 },
                 Action::Rebuild,
                 true,
-                vec![Step::PurgeRootfs, Step::BuildRootfs, Step::WriteGuestFiles, Step::WriteRecord, Step::Start],
+                vec![
+                    Step::PurgeRootfs,
+                    Step::BuildRootfs,
+                    Step::WriteGuestFiles,
+                    Step::WriteRecord,
+                    Step::Start,
+                ],
             ),
-            ("stopped guest that should run is started", |_| {}, RunStatus::Stopped, |_| {}, Action::Start, false, vec![Step::Start]),
-            ("crashed guest is started again", |_| {}, RunStatus::Crashed, |_| {}, Action::Start, false, vec![Step::Start]),
+            (
+                "stopped guest that should run is started",
+                |_| {},
+                RunStatus::Stopped,
+                |_| {},
+                Action::Start,
+                false,
+                vec![Step::Start],
+            ),
+            (
+                "crashed guest is started again",
+                |_| {},
+                RunStatus::Crashed,
+                |_| {},
+                Action::Start,
+                false,
+                vec![Step::Start],
+            ),
             (
                 "running guest that should stop is stopped",
                 |s| s.state = DesiredState::Stopped,
@@ -674,8 +812,15 @@ mod tests {
     fn unsupported_facilities_are_named() {
         let mut options = PlanOptions::default();
         options.facilities.run = false;
-        let plan = plan(&[spec("g")], &world(vec![observed(spec("g"), RunStatus::Stopped)]), &options);
-        assert_eq!(one(&plan).unsupported, vec!["starting and stopping guests: not yet supported by this build of vsctl"]);
+        let plan = plan(
+            &[spec("g")],
+            &world(vec![observed(spec("g"), RunStatus::Stopped)]),
+            &options,
+        );
+        assert_eq!(
+            one(&plan).unsupported,
+            vec!["starting and stopping guests: not yet supported by this build of vsctl"]
+        );
         assert!(!plan.has_changes());
     }
 
@@ -690,8 +835,24 @@ mod tests {
         let plan = plan(&[a, b], &world(vec![]), &PlanOptions::default());
         assert_eq!(plan.templates_to_build, vec!["debian-bookworm".to_string()]);
         assert_eq!(plan.guests[0].action, Action::Create);
-        assert_eq!(plan.guests[0].steps, vec![Step::BuildRootfs, Step::WriteGuestFiles, Step::WriteRecord, Step::Start]);
-        assert_eq!(plan.guests[1].steps, vec![Step::BuildRootfs, Step::ApplyQuota, Step::WriteGuestFiles, Step::WriteRecord]);
+        assert_eq!(
+            plan.guests[0].steps,
+            vec![
+                Step::BuildRootfs,
+                Step::WriteGuestFiles,
+                Step::WriteRecord,
+                Step::Start
+            ]
+        );
+        assert_eq!(
+            plan.guests[1].steps,
+            vec![
+                Step::BuildRootfs,
+                Step::ApplyQuota,
+                Step::WriteGuestFiles,
+                Step::WriteRecord
+            ]
+        );
         assert!(plan.has_changes());
     }
 
@@ -708,30 +869,100 @@ mod tests {
     fn orphans_prune_and_purge_by_table() {
         // (prune, purge, protect, run, action, blocked, steps)
         let rows = [
-            (false, false, false, RunStatus::Running, Action::Noop, false, vec![]),
-            (true, false, false, RunStatus::Running, Action::Remove, false, vec![Step::Stop, Step::Unregister]),
-            (true, false, false, RunStatus::Stopped, Action::Remove, false, vec![Step::Unregister]),
-            (true, true, false, RunStatus::Running, Action::Remove, false, vec![Step::Stop, Step::PurgeRootfs, Step::Unregister]),
-            (true, true, true, RunStatus::Stopped, Action::Remove, true, vec![Step::PurgeRootfs, Step::Unregister]),
-            (false, true, false, RunStatus::Stopped, Action::Noop, false, vec![]),
+            (
+                false,
+                false,
+                false,
+                RunStatus::Running,
+                Action::Noop,
+                false,
+                vec![],
+            ),
+            (
+                true,
+                false,
+                false,
+                RunStatus::Running,
+                Action::Remove,
+                false,
+                vec![Step::Stop, Step::Unregister],
+            ),
+            (
+                true,
+                false,
+                false,
+                RunStatus::Stopped,
+                Action::Remove,
+                false,
+                vec![Step::Unregister],
+            ),
+            (
+                true,
+                true,
+                false,
+                RunStatus::Running,
+                Action::Remove,
+                false,
+                vec![Step::Stop, Step::PurgeRootfs, Step::Unregister],
+            ),
+            (
+                true,
+                true,
+                true,
+                RunStatus::Stopped,
+                Action::Remove,
+                true,
+                vec![Step::PurgeRootfs, Step::Unregister],
+            ),
+            (
+                false,
+                true,
+                false,
+                RunStatus::Stopped,
+                Action::Noop,
+                false,
+                vec![],
+            ),
         ];
         for (prune, purge, protect, run, action, blocked, steps) in rows {
             let mut old = spec("gone");
             old.protect = protect;
-            let options = PlanOptions { prune, purge, ..Default::default() };
+            let options = PlanOptions {
+                prune,
+                purge,
+                ..Default::default()
+            };
             let plan = plan(&[], &world(vec![observed(old, run)]), &options);
             let entry = one(&plan);
             assert!(entry.orphan);
-            assert_eq!((entry.action, entry.blocked.is_some(), &entry.steps), (action, blocked, &steps), "{prune} {purge} {protect}");
+            assert_eq!(
+                (entry.action, entry.blocked.is_some(), &entry.steps),
+                (action, blocked, &steps),
+                "{prune} {purge} {protect}"
+            );
             assert_eq!(plan.has_changes(), !blocked && !steps.is_empty());
         }
     }
 
     #[test]
     fn only_limits_the_scope() {
-        let options = PlanOptions { only: ["a".to_string()].into(), prune: true, ..Default::default() };
-        let plan = plan(&[spec("a"), spec("b")], &world(vec![observed(spec("c"), RunStatus::Stopped)]), &options);
-        assert_eq!(plan.guests.iter().map(|g| g.name.as_str()).collect::<Vec<_>>(), vec!["a"]);
+        let options = PlanOptions {
+            only: ["a".to_string()].into(),
+            prune: true,
+            ..Default::default()
+        };
+        let plan = plan(
+            &[spec("a"), spec("b")],
+            &world(vec![observed(spec("c"), RunStatus::Stopped)]),
+            &options,
+        );
+        assert_eq!(
+            plan.guests
+                .iter()
+                .map(|g| g.name.as_str())
+                .collect::<Vec<_>>(),
+            vec!["a"]
+        );
     }
 
     #[test]

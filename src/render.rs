@@ -15,7 +15,11 @@ pub struct Style {
 
 impl Style {
     fn paint(&self, code: &str, text: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 }
 
@@ -51,16 +55,29 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         .iter()
         .filter(|g| g.action != Action::Noop || g.orphan || !g.unsupported.is_empty())
         .collect();
-    if plan.templates_to_build.is_empty() && shown.is_empty() {
+    let quiet = !plan.has_changes() && !plan.has_blocked();
+    if quiet {
         out.push_str("No changes. The host matches the guest files.\n");
-        return out;
+        if shown.is_empty() {
+            return out;
+        }
+        out.push('\n');
     }
     for template in &plan.templates_to_build {
-        let _ = writeln!(out, "  {} template {template} (build)", style.paint("32", "+"));
+        let _ = writeln!(
+            out,
+            "  {} template {template} (build)",
+            style.paint("32", "+")
+        );
     }
     for entry in &shown {
         let (sym, colour, words) = symbol(entry);
-        let _ = writeln!(out, "{:>5} {} ({words})", style.paint(colour, sym), style.paint("1", &entry.name));
+        let _ = writeln!(
+            out,
+            "{:>5} {} ({words})",
+            style.paint(colour, sym),
+            style.paint("1", &entry.name)
+        );
         for reason in &entry.reasons {
             let _ = writeln!(out, "        # {reason}");
         }
@@ -86,7 +103,15 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
             let _ = writeln!(out, "        {} {note}", style.paint("33", "note:"));
         }
     }
-    let count = |action: Action| plan.guests.iter().filter(|g| g.action == action && g.blocked.is_none()).count();
+    if quiet {
+        return out;
+    }
+    let count = |action: Action| {
+        plan.guests
+            .iter()
+            .filter(|g| g.action == action && g.blocked.is_none())
+            .count()
+    };
     let _ = writeln!(
         out,
         "\nPlan: {} to create, {} to update, {} to restart, {} to rebuild, {} to remove, {} to start, {} to stop.",

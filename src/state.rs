@@ -23,15 +23,26 @@ pub const RECORD_FORMAT: u32 = 1;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("cannot {action} {path}: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     #[error("corrupt record {path}: {source}")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Corrupt {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
     #[error("another vsctl apply holds the lock {path}")]
     Locked { path: PathBuf },
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StateError + 'p {
-    move |source| StateError::Io { action, path: path.to_path_buf(), source }
+    move |source| StateError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// A uid/gid range on the host given to one unprivileged guest.
@@ -48,7 +59,11 @@ pub enum RootfsRecord {
     /// A tree of its own (reflink or copy clone).
     Tree { path: PathBuf, strategy: String },
     /// An overlay: the template tree below, the guest's own upper dir above.
-    Overlay { lower: PathBuf, upper: PathBuf, work: PathBuf },
+    Overlay {
+        lower: PathBuf,
+        upper: PathBuf,
+        work: PathBuf,
+    },
 }
 
 /// What vsctl has applied for one guest.
@@ -67,7 +82,14 @@ pub struct GuestRecord {
 
 impl GuestRecord {
     pub fn new(spec: GuestSpec) -> GuestRecord {
-        GuestRecord { format_version: RECORD_FORMAT, spec, template_digest: None, rootfs: None, id_range: None, project_id: None }
+        GuestRecord {
+            format_version: RECORD_FORMAT,
+            spec,
+            template_digest: None,
+            rootfs: None,
+            id_range: None,
+            project_id: None,
+        }
     }
 }
 
@@ -80,7 +102,10 @@ pub struct StateStore {
 
 impl StateStore {
     pub fn new(paths: &Paths) -> StateStore {
-        StateStore { guests_dir: paths.guests_state_dir(), lock_file: paths.lock_file() }
+        StateStore {
+            guests_dir: paths.guests_state_dir(),
+            lock_file: paths.lock_file(),
+        }
     }
 
     pub fn record_path(&self, name: &str) -> PathBuf {
@@ -97,7 +122,9 @@ impl StateStore {
         };
         for entry in entries {
             let entry = entry.map_err(io_err("list", &self.guests_dir))?;
-            let Some(name) = entry.file_name().to_str().map(String::from) else { continue };
+            let Some(name) = entry.file_name().to_str().map(String::from) else {
+                continue;
+            };
             if let Some(record) = self.read(&name)? {
                 records.insert(name, record);
             }
@@ -108,7 +135,9 @@ impl StateStore {
     pub fn read(&self, name: &str) -> Result<Option<GuestRecord>, StateError> {
         let path = self.record_path(name);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| StateError::Corrupt { path, source }),
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|source| StateError::Corrupt { path, source }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(io_err("read", &path)(e)),
         }
@@ -153,9 +182,14 @@ impl StateStore {
             Ok(lock) => Ok(ApplyLock { _lock: lock }),
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
                 if !wait {
-                    return Err(StateError::Locked { path: self.lock_file.clone() });
+                    return Err(StateError::Locked {
+                        path: self.lock_file.clone(),
+                    });
                 }
-                eprintln!("vsctl: waiting for another vsctl apply to finish (lock {})", self.lock_file.display());
+                eprintln!(
+                    "vsctl: waiting for another vsctl apply to finish (lock {})",
+                    self.lock_file.display()
+                );
                 Flock::lock(file, FlockArg::LockExclusive)
                     .map(|lock| ApplyLock { _lock: lock })
                     .map_err(|(_, e)| io_err("lock", &self.lock_file)(e.into()))
@@ -176,7 +210,10 @@ pub struct ApplyLock {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().expect("atomic write target has a parent");
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
-    let file_name = path.file_name().expect("atomic write target has a name").to_string_lossy();
+    let file_name = path
+        .file_name()
+        .expect("atomic write target has a name")
+        .to_string_lossy();
     let temp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
     let mut file = OpenOptions::new()
         .write(true)
@@ -194,7 +231,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StateError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync", dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync", dir))
 }
 
 #[cfg(test)]

@@ -40,7 +40,13 @@ pub struct DiagRecord {
 }
 
 impl ConfigDiag {
-    pub fn new(code: &'static str, file: &Path, text: &Arc<String>, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigDiag {
+    pub fn new(
+        code: &'static str,
+        file: &Path,
+        text: &Arc<String>,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigDiag {
         ConfigDiag {
             code,
             message: message.into(),
@@ -70,7 +76,11 @@ impl ConfigDiag {
 
     /// 1-based line and column of the start of the span (1:1 without a span).
     pub fn line_column(&self) -> (usize, usize) {
-        let offset = self.span.as_ref().map_or(0, |s| s.start).min(self.text.len());
+        let offset = self
+            .span
+            .as_ref()
+            .map_or(0, |s| s.start)
+            .min(self.text.len());
         line_column(&self.text, offset)
     }
 
@@ -107,7 +117,9 @@ impl Diagnostic for ConfigDiag {
     }
 
     fn help<'a>(&'a self) -> Option<Box<dyn std::fmt::Display + 'a>> {
-        self.help.as_ref().map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
+        self.help
+            .as_ref()
+            .map(|h| Box::new(h) as Box<dyn std::fmt::Display>)
     }
 
     fn source_code(&self) -> Option<&dyn SourceCode> {
@@ -116,14 +128,15 @@ impl Diagnostic for ConfigDiag {
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = LabeledSpan> + '_>> {
         let span = self.span.clone().unwrap_or(0..0);
-        Some(Box::new(std::iter::once(LabeledSpan::new_primary_with_span(
-            Some(self.label.clone()),
-            span.start..span.end,
-        ))))
+        Some(Box::new(std::iter::once(
+            LabeledSpan::new_primary_with_span(Some(self.label.clone()), span.start..span.end),
+        )))
     }
 
     fn related<'a>(&'a self) -> Option<Box<dyn Iterator<Item = &'a dyn Diagnostic> + 'a>> {
-        self.related.as_ref().map(|r| Box::new(std::iter::once(r.as_ref() as &dyn Diagnostic)) as Box<_>)
+        self.related
+            .as_ref()
+            .map(|r| Box::new(std::iter::once(r.as_ref() as &dyn Diagnostic)) as Box<_>)
     }
 }
 
@@ -135,7 +148,10 @@ impl SourceCode for ConfigDiag {
         context_lines_before: usize,
         context_lines_after: usize,
     ) -> Result<Box<dyn miette::SpanContents<'a> + 'a>, miette::MietteError> {
-        let contents = self.text.as_str().read_span(span, context_lines_before, context_lines_after)?;
+        let contents =
+            self.text
+                .as_str()
+                .read_span(span, context_lines_before, context_lines_after)?;
         Ok(Box::new(miette::MietteSpanContents::new_named(
             self.file.display().to_string(),
             contents.data(),
@@ -183,8 +199,14 @@ pub fn from_toml_error(file: &Path, text: &Arc<String>, error: &toml::de::Error)
             .split_once("expected ")
             .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
             .unwrap_or_default();
-        let mut diag = ConfigDiag::new("vsctl::config::unknown_key", file, text, span, format!("unknown key `{unknown}`"))
-            .label("not a known key here");
+        let mut diag = ConfigDiag::new(
+            "vsctl::config::unknown_key",
+            file,
+            text,
+            span,
+            format!("unknown key `{unknown}`"),
+        )
+        .label("not a known key here");
         diag.help = Some(match suggest(&unknown, expected.iter().copied()) {
             Some(close) => format!("did you mean `{close}`?"),
             None if !expected.is_empty() => format!("known keys here: {}", expected.join(", ")),
@@ -198,17 +220,30 @@ pub fn from_toml_error(file: &Path, text: &Arc<String>, error: &toml::de::Error)
             .split_once("expected ")
             .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
             .unwrap_or_default();
-        let mut diag = ConfigDiag::new("vsctl::config::bad_value", file, text, span, format!("unknown value `{unknown}`"))
-            .label("not one of the allowed values");
+        let mut diag = ConfigDiag::new(
+            "vsctl::config::bad_value",
+            file,
+            text,
+            span,
+            format!("unknown value `{unknown}`"),
+        )
+        .label("not one of the allowed values");
         diag.help = Some(match suggest(&unknown, expected.iter().copied()) {
             Some(close) => format!("did you mean `{close}`? allowed: {}", expected.join(", ")),
             None => format!("allowed: {}", expected.join(", ")),
         });
         return diag;
     }
+    // toml's own wording for a value of the wrong kind where an enum string goes.
+    let message = if message.starts_with("wanted string or table") {
+        String::from("invalid type: expected a string")
+    } else {
+        message
+    };
     let code = if message.starts_with("invalid type") || message.starts_with("missing field") {
         "vsctl::config::bad_type"
-    } else if span.is_some() && (message.starts_with("invalid") || message.starts_with("expected")) {
+    } else if span.is_some() && (message.starts_with("invalid") || message.starts_with("expected"))
+    {
         "vsctl::config::bad_value"
     } else {
         "vsctl::config::syntax"
@@ -239,7 +274,10 @@ mod tests {
 
     #[test]
     fn suggestions_pick_close_keys_only() {
-        assert_eq!(suggest("memroy", ["memory", "pids", "cpus"]), Some("memory"));
+        assert_eq!(
+            suggest("memroy", ["memory", "pids", "cpus"]),
+            Some("memory")
+        );
         assert_eq!(suggest("cpu", ["memory", "pids", "cpus"]), Some("cpus"));
         assert_eq!(suggest("zzzzzz", ["memory", "pids", "cpus"]), None);
     }

@@ -88,7 +88,7 @@ struct RawGuest {
 #[serde(deny_unknown_fields)]
 struct RawNetwork {
     mode: Option<Spanned<NetworkMode>>,
-    addresses: Option<Vec<Spanned<IpCidr>>>,
+    addresses: Option<Vec<Spanned<String>>>,
     gateway: Option<Spanned<IpAddr>>,
     gateway6: Option<Spanned<IpAddr>>,
     dns: Option<Vec<IpAddr>>,
@@ -246,7 +246,12 @@ pub struct SecuritySpec {
 
 impl Default for SecuritySpec {
     fn default() -> SecuritySpec {
-        SecuritySpec { userns: true, cap_add: Vec::new(), cap_drop: Vec::new(), seccomp: SeccompMode::Default }
+        SecuritySpec {
+            userns: true,
+            cap_add: Vec::new(),
+            cap_drop: Vec::new(),
+            seccomp: SeccompMode::Default,
+        }
     }
 }
 
@@ -271,24 +276,72 @@ pub struct ParsedGuest {
 }
 
 impl ParsedGuest {
-    fn diag(&self, code: &'static str, span: Option<Range<usize>>, message: impl Into<String>) -> ConfigDiag {
+    fn diag(
+        &self,
+        code: &'static str,
+        span: Option<Range<usize>>,
+        message: impl Into<String>,
+    ) -> ConfigDiag {
         ConfigDiag::new(code, &self.file, &self.text, span, message)
     }
 }
 
 /// Linux capability names accepted in `cap_add` / `cap_drop` (without `CAP_`).
 pub const CAPABILITY_NAMES: &[&str] = &[
-    "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP",
-    "LINUX_IMMUTABLE", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER",
-    "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN", "SYS_BOOT", "SYS_NICE",
-    "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
-    "MAC_OVERRIDE", "MAC_ADMIN", "SYSLOG", "WAKE_ALARM", "BLOCK_SUSPEND", "AUDIT_READ", "PERFMON", "BPF",
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "DAC_READ_SEARCH",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "SETPCAP",
+    "LINUX_IMMUTABLE",
+    "NET_BIND_SERVICE",
+    "NET_BROADCAST",
+    "NET_ADMIN",
+    "NET_RAW",
+    "IPC_LOCK",
+    "IPC_OWNER",
+    "SYS_MODULE",
+    "SYS_RAWIO",
+    "SYS_CHROOT",
+    "SYS_PTRACE",
+    "SYS_PACCT",
+    "SYS_ADMIN",
+    "SYS_BOOT",
+    "SYS_NICE",
+    "SYS_RESOURCE",
+    "SYS_TIME",
+    "SYS_TTY_CONFIG",
+    "MKNOD",
+    "LEASE",
+    "AUDIT_WRITE",
+    "AUDIT_CONTROL",
+    "SETFCAP",
+    "MAC_OVERRIDE",
+    "MAC_ADMIN",
+    "SYSLOG",
+    "WAKE_ALARM",
+    "BLOCK_SUSPEND",
+    "AUDIT_READ",
+    "PERFMON",
+    "BPF",
     "CHECKPOINT_RESTORE",
 ];
 
 /// Signal names accepted in `[init] stop_signal`.
 pub const STOP_SIGNALS: &[&str] = &[
-    "SIGTERM", "SIGINT", "SIGQUIT", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGPWR", "SIGRTMIN+3", "SIGKILL",
+    "SIGTERM",
+    "SIGINT",
+    "SIGQUIT",
+    "SIGHUP",
+    "SIGUSR1",
+    "SIGUSR2",
+    "SIGPWR",
+    "SIGRTMIN+3",
+    "SIGKILL",
 ];
 
 /// Whether `name` is a valid guest name: `[a-z0-9][a-z0-9-]{0,62}`.
@@ -297,7 +350,9 @@ pub fn valid_guest_name(name: &str) -> bool {
     !bytes.is_empty()
         && bytes.len() <= 63
         && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
-        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
 }
 
 /// Whether `name` is a valid hostname for a UTS namespace (RFC 1123 labels,
@@ -309,12 +364,17 @@ pub fn valid_hostname(name: &str) -> bool {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
 
 fn canonical_capability(name: &str) -> String {
-    name.trim().to_ascii_uppercase().trim_start_matches("CAP_").to_string()
+    name.trim()
+        .to_ascii_uppercase()
+        .trim_start_matches("CAP_")
+        .to_string()
 }
 
 /// Read, parse and validate one guest file. `known_templates` decides which
@@ -326,7 +386,11 @@ pub fn parse_guest_file(
     host: &HostSettings,
 ) -> Result<ParsedGuest, Vec<ConfigDiag>> {
     let text = Arc::new(text);
-    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+    let stem = path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or_default()
+        .to_string();
     let mut diags = Vec::new();
     if !valid_guest_name(&stem) {
         diags.push(
@@ -367,7 +431,11 @@ fn validate_guest(
     host: &HostSettings,
 ) -> Result<ParsedGuest, Vec<ConfigDiag>> {
     let mut diags = Vec::new();
-    let mut err = |code: &'static str, span: Range<usize>, message: String, label: &str, help: Option<String>| {
+    let mut err = |code: &'static str,
+                   span: Range<usize>,
+                   message: String,
+                   label: &str,
+                   help: Option<String>| {
         let mut d = ConfigDiag::new(code, path, text, Some(span), message).label(label);
         d.help = help;
         diags.push(d);
@@ -384,7 +452,10 @@ fn validate_guest(
             format!("unknown template `{template}`"),
             "no template of this name",
             Some(match close {
-                Some(c) => format!("did you mean `{c}`? known templates: {}", join(known_templates)),
+                Some(c) => format!(
+                    "did you mean `{c}`? known templates: {}",
+                    join(known_templates)
+                ),
                 None => format!("known templates: {}", join(known_templates)),
             }),
         );
@@ -401,7 +472,9 @@ fn validate_guest(
                     span.clone(),
                     format!("invalid hostname `{value}`"),
                     "not a valid hostname",
-                    Some(String::from("labels of a-z, 0-9 and `-` separated by dots, at most 64 characters")),
+                    Some(String::from(
+                        "labels of a-z, 0-9 and `-` separated by dots, at most 64 characters",
+                    )),
                 );
             }
             (value.to_ascii_lowercase(), Some(span))
@@ -432,14 +505,30 @@ fn validate_guest(
                     mode.span(),
                     String::from("ipvlan mode needs a parent interface"),
                     "ipvlan without `parent`",
-                    Some(String::from("add `parent = \"eth0\"` (the host interface the guest's addresses live on)")),
+                    Some(String::from(
+                        "add `parent = \"eth0\"` (the host interface the guest's addresses live on)",
+                    )),
                 );
             }
         }
         let mut seen = BTreeSet::new();
         for address in raw_net.addresses.unwrap_or_default() {
             let span = address.span();
-            let cidr = address.into_inner();
+            let cidr: IpCidr = match address.get_ref().parse() {
+                Ok(cidr) => cidr,
+                Err(message) => {
+                    err(
+                        "vsctl::config::bad_value",
+                        span,
+                        message,
+                        "invalid value",
+                        Some(String::from(
+                            "addresses are written as ADDRESS/PREFIX, e.g. \"10.0.0.2/24\" or \"fd00::2/64\"",
+                        )),
+                    );
+                    continue;
+                }
+            };
             if !seen.insert(cidr.addr) {
                 err(
                     "vsctl::config::duplicate_address",
@@ -461,9 +550,14 @@ fn validate_guest(
                 err(
                     "vsctl::config::bad_gateway",
                     span.clone(),
-                    format!("`{key}` must be an IPv{} address, found {ip}", if v4 { 4 } else { 6 }),
+                    format!(
+                        "`{key}` must be an IPv{} address, found {ip}",
+                        if v4 { 4 } else { 6 }
+                    ),
                     "wrong address family",
-                    Some(String::from("use `gateway` for IPv4 and `gateway6` for IPv6")),
+                    Some(String::from(
+                        "use `gateway` for IPv4 and `gateway6` for IPv6",
+                    )),
                 );
             } else if !network.addresses.iter().any(|a| a.contains(ip)) {
                 err(
@@ -473,7 +567,12 @@ fn validate_guest(
                     "not in any subnet of `addresses`",
                     Some(format!(
                         "the guest can only reach a gateway on its own subnet; addresses: {}",
-                        network.addresses.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        network
+                            .addresses
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     )),
                 );
             }
@@ -500,7 +599,9 @@ fn validate_guest(
                 memory.span(),
                 format!("memory limit {} is too small", memory.get_ref()),
                 "below 4MiB",
-                Some(String::from("a guest needs at least a few MiB to boot its init")),
+                Some(String::from(
+                    "a guest needs at least a few MiB to boot its init",
+                )),
             );
         }
         limits.memory_swap = raw_limits.memory_swap;
@@ -512,7 +613,9 @@ fn validate_guest(
                     cpus.span(),
                     format!("cpus = {value} is out of range"),
                     "must be more than 0.01 and at most 1024",
-                    Some(String::from("cpus is a CPU bandwidth in cores, e.g. 0.5 or 2")),
+                    Some(String::from(
+                        "cpus is a CPU bandwidth in cores, e.g. 0.5 or 2",
+                    )),
                 );
             }
             limits.cpus = Some(value);
@@ -581,7 +684,12 @@ fn validate_guest(
         }
     }
 
-    let rootfs = RootfsSpec { strategy: raw.rootfs.and_then(|r| r.strategy).unwrap_or(host.defaults.clone_strategy) };
+    let rootfs = RootfsSpec {
+        strategy: raw
+            .rootfs
+            .and_then(|r| r.strategy)
+            .unwrap_or(host.defaults.clone_strategy),
+    };
 
     // init
     let mut init = InitSpec::default();
@@ -602,7 +710,9 @@ fn validate_guest(
                     span,
                     format!("init program `{program}` is not an absolute path"),
                     "must start with /",
-                    Some(String::from("init runs before any PATH exists; give the full path inside the guest")),
+                    Some(String::from(
+                        "init runs before any PATH exists; give the full path inside the guest",
+                    )),
                 ),
                 Some(_) => init.command = argv,
             }
@@ -610,7 +720,11 @@ fn validate_guest(
         if let Some(signal) = raw_init.stop_signal {
             let span = signal.span();
             let value = signal.into_inner().to_ascii_uppercase();
-            let value = if value.starts_with("SIG") { value } else { format!("SIG{value}") };
+            let value = if value.starts_with("SIG") {
+                value
+            } else {
+                format!("SIG{value}")
+            };
             if !STOP_SIGNALS.contains(&value.as_str()) {
                 err(
                     "vsctl::config::bad_signal",
@@ -632,7 +746,10 @@ fn validate_guest(
     if let Some(raw_security) = raw.security {
         security.userns = raw_security.userns.unwrap_or(true);
         security.seccomp = raw_security.seccomp.unwrap_or_default();
-        for (list, out) in [(raw_security.cap_add, &mut security.cap_add), (raw_security.cap_drop, &mut security.cap_drop)] {
+        for (list, out) in [
+            (raw_security.cap_add, &mut security.cap_add),
+            (raw_security.cap_drop, &mut security.cap_drop),
+        ] {
             for cap in list.unwrap_or_default() {
                 let canonical = canonical_capability(cap.get_ref());
                 if !CAPABILITY_NAMES.contains(&canonical.as_str()) {
@@ -668,7 +785,10 @@ fn validate_guest(
             err(
                 "vsctl::config::bad_mount",
                 source_span.clone(),
-                format!("mount source `{}` is not an absolute path", source.display()),
+                format!(
+                    "mount source `{}` is not an absolute path",
+                    source.display()
+                ),
                 "must be an absolute host path",
                 None,
             );
@@ -681,11 +801,18 @@ fn validate_guest(
                 Some(String::from("create it first, or fix the path")),
             );
         }
-        if !target.is_absolute() || target.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        if !target.is_absolute()
+            || target
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
             err(
                 "vsctl::config::bad_mount",
                 target_span.clone(),
-                format!("mount target `{}` must be an absolute path inside the guest without `..`", target.display()),
+                format!(
+                    "mount target `{}` must be an absolute path inside the guest without `..`",
+                    target.display()
+                ),
                 "not an absolute guest path",
                 Some(String::from("e.g. target = \"/var/www\"")),
             );
@@ -706,13 +833,21 @@ fn validate_guest(
                 None,
             );
         }
-        mounts.push(MountSpec { source, target, read_only: mount.read_only.unwrap_or(true) });
+        mounts.push(MountSpec {
+            source,
+            target,
+            read_only: mount.read_only.unwrap_or(true),
+        });
     }
 
     // env
     let mut env = BTreeMap::new();
     for (key, value) in raw.env.unwrap_or_default() {
-        let valid = key.get_ref().chars().enumerate().all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
+        let valid = key
+            .get_ref()
+            .chars()
+            .enumerate()
+            .all(|(i, c)| c == '_' || c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit()))
             && !key.get_ref().is_empty();
         if !valid {
             err(
@@ -777,10 +912,16 @@ pub fn check_across_guests(guests: &[ParsedGuest]) -> Vec<ConfigDiag> {
                             .diag(
                                 "vsctl::config::address_in_use",
                                 Some(span.clone()),
-                                format!("address {addr} is already used by guest `{}`", first.spec.name),
+                                format!(
+                                    "address {addr} is already used by guest `{}`",
+                                    first.spec.name
+                                ),
                             )
                             .label("used by another guest")
-                            .help(format!("each address belongs to one guest; see {}", first.file.display()))
+                            .help(format!(
+                                "each address belongs to one guest; see {}",
+                                first.file.display()
+                            ))
                             .related(
                                 first
                                     .diag(
@@ -800,16 +941,25 @@ pub fn check_across_guests(guests: &[ParsedGuest]) -> Vec<ConfigDiag> {
         }
         if let Some(first) = hostnames.get(guest.spec.hostname.as_str()) {
             let first = &guests[*first];
-            let span = guest.hostname_span.clone().or(Some(guest.template_span.start..guest.template_span.start));
+            let span = guest
+                .hostname_span
+                .clone()
+                .or(Some(guest.template_span.start..guest.template_span.start));
             diags.push(
                 guest
                     .diag(
                         "vsctl::config::hostname_in_use",
                         span,
-                        format!("hostname `{}` is already used by guest `{}`", guest.spec.hostname, first.spec.name),
+                        format!(
+                            "hostname `{}` is already used by guest `{}`",
+                            guest.spec.hostname, first.spec.name
+                        ),
                     )
                     .label("same hostname as another guest")
-                    .help(format!("give each guest its own hostname; see {}", first.file.display())),
+                    .help(format!(
+                        "give each guest its own hostname; see {}",
+                        first.file.display()
+                    )),
             );
         } else {
             hostnames.insert(guest.spec.hostname.as_str(), g);

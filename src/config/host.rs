@@ -69,7 +69,11 @@ pub struct HostNetwork {
 
 impl Default for HostNetwork {
     fn default() -> HostNetwork {
-        HostNetwork { bridge: String::from("vsbr0"), veth: VethAttachment::Bridge, allow_host_mode: false }
+        HostNetwork {
+            bridge: String::from("vsbr0"),
+            veth: VethAttachment::Bridge,
+            allow_host_mode: false,
+        }
     }
 }
 
@@ -85,7 +89,10 @@ pub struct UsernsSettings {
 impl Default for UsernsSettings {
     fn default() -> UsernsSettings {
         // Far above the ids of host users and of /etc/subuid's usual 100000 start.
-        UsernsSettings { first_id: 1 << 24, ranges: 4096 }
+        UsernsSettings {
+            first_id: 1 << 24,
+            ranges: 4096,
+        }
     }
 }
 
@@ -101,7 +108,9 @@ impl HostSettings {
     pub fn load(path: &Path) -> Result<HostSettings, Vec<ConfigDiag>> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HostSettings::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(HostSettings::default());
+            }
             Err(e) => {
                 let empty = Arc::new(String::new());
                 return Err(vec![ConfigDiag::new(
@@ -114,9 +123,11 @@ impl HostSettings {
             }
         };
         let text = Arc::new(text);
-        let mut settings: HostSettings = toml::from_str(&text).map_err(|e| vec![from_toml_error(path, &text, &e)])?;
+        let mut settings: HostSettings =
+            toml::from_str(&text).map_err(|e| vec![from_toml_error(path, &text, &e)])?;
         if settings.userns.ranges == 0
-            || u64::from(settings.userns.first_id) + u64::from(settings.userns.ranges) * 65_536 > u64::from(u32::MAX)
+            || u64::from(settings.userns.first_id) + u64::from(settings.userns.ranges) * 65_536
+                > u64::from(u32::MAX)
         {
             return Err(vec![ConfigDiag::new(
                 "vsctl::config::bad_value",

@@ -29,7 +29,10 @@ pub fn guest_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     };
     for entry in entries {
         let path = entry?.path();
-        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
         if !name.starts_with('.') && path.extension().is_some_and(|e| e == "toml") {
             files.push(path);
         }
@@ -76,5 +79,9 @@ pub fn load_guests(
         }
     }
     diags.extend(guest::check_across_guests(&guests));
-    if diags.is_empty() { Ok(guests) } else { Err(diags) }
+    if diags.is_empty() {
+        Ok(guests)
+    } else {
+        Err(diags)
+    }
 }

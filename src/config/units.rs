@@ -54,7 +54,9 @@ impl FromStr for Size {
             }
         };
         if number.is_empty() {
-            return Err(format!("invalid size `{text}`: expected a number such as `512MiB`"));
+            return Err(format!(
+                "invalid size `{text}`: expected a number such as `512MiB`"
+            ));
         }
         let value: f64 = number
             .parse()
@@ -64,7 +66,9 @@ impl FromStr for Size {
             return Err(format!("invalid size `{text}`: too large"));
         }
         if bytes.fract() != 0.0 {
-            return Err(format!("invalid size `{text}`: not a whole number of bytes"));
+            return Err(format!(
+                "invalid size `{text}`: not a whole number of bytes"
+            ));
         }
         Ok(Size(bytes as u64))
     }
@@ -73,9 +77,14 @@ impl FromStr for Size {
 impl fmt::Display for Size {
     /// Canonical form: the largest binary unit that divides the value exactly.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(u64, &str); 4] = [(1 << 40, "TiB"), (1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")];
+        const UNITS: [(u64, &str); 4] = [
+            (1 << 40, "TiB"),
+            (1 << 30, "GiB"),
+            (1 << 20, "MiB"),
+            (1 << 10, "KiB"),
+        ];
         for (scale, unit) in UNITS {
-            if self.0 >= scale && self.0 % scale == 0 {
+            if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{}", self.0 / scale, unit);
             }
         }
@@ -91,7 +100,9 @@ impl Serialize for Size {
 
 impl<'de> Deserialize<'de> for Size {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Size, D::Error> {
-        deserializer.deserialize_any(NumberOrText::<Size>::new("a size such as `512MiB` or a byte count"))
+        deserializer.deserialize_any(NumberOrText::<Size>::new(
+            "a size such as `512MiB` or a byte count",
+        ))
     }
 }
 
@@ -108,16 +119,18 @@ impl FromStr for Span {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(trimmed.len());
         let (number, unit) = trimmed.split_at(split);
-        let value: f64 = number
-            .parse()
-            .map_err(|_| format!("invalid duration `{text}`: expected a number with a unit such as `30s`"))?;
+        let value: f64 = number.parse().map_err(|_| {
+            format!("invalid duration `{text}`: expected a number with a unit such as `30s`")
+        })?;
         let seconds = match unit.trim() {
             "ms" => value / 1000.0,
             "" | "s" | "sec" => value,
             "m" | "min" => value * 60.0,
             "h" => value * 3600.0,
             other => {
-                return Err(format!("invalid duration `{text}`: unknown unit `{other}` (use ms, s, m or h)"));
+                return Err(format!(
+                    "invalid duration `{text}`: unknown unit `{other}` (use ms, s, m or h)"
+                ));
             }
         };
         if !seconds.is_finite() || !(0.0..=1e9).contains(&seconds) {
@@ -130,7 +143,7 @@ impl FromStr for Span {
 impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let millis = self.0.as_millis();
-        if millis % 1000 == 0 {
+        if millis.is_multiple_of(1000) {
             write!(f, "{}s", millis / 1000)
         } else {
             write!(f, "{millis}ms")
@@ -146,7 +159,9 @@ impl Serialize for Span {
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Span, D::Error> {
-        deserializer.deserialize_any(NumberOrText::<Span>::new("a duration such as `30s` or a number of seconds"))
+        deserializer.deserialize_any(NumberOrText::<Span>::new(
+            "a duration such as `30s` or a number of seconds",
+        ))
     }
 }
 
@@ -167,11 +182,15 @@ impl IpCidr {
     pub fn contains(&self, other: IpAddr) -> bool {
         match (self.addr, other) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -187,15 +206,19 @@ impl FromStr for IpCidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let addr: IpAddr = addr_text
-            .parse()
-            .map_err(|_| format!("invalid address `{text}`: `{addr_text}` is not an IPv4 or IPv6 address"))?;
+        let addr: IpAddr = addr_text.parse().map_err(|_| {
+            format!("invalid address `{text}`: `{addr_text}` is not an IPv4 or IPv6 address")
+        })?;
         let max = IpCidr::max_prefix(addr);
         let prefix = match prefix_text {
             None => max,
             Some(p) => match p.parse::<u8>() {
                 Ok(n) if n <= max => n,
-                _ => return Err(format!("invalid address `{text}`: prefix length must be 0..={max}")),
+                _ => {
+                    return Err(format!(
+                        "invalid address `{text}`: prefix length must be 0..={max}"
+                    ));
+                }
             },
         };
         if addr.is_unspecified() || addr.is_multicast() || addr.is_loopback() {
@@ -235,7 +258,10 @@ struct NumberOrText<T> {
 
 impl<T> NumberOrText<T> {
     fn new(expecting: &'static str) -> Self {
-        NumberOrText { expecting, marker: std::marker::PhantomData }
+        NumberOrText {
+            expecting,
+            marker: std::marker::PhantomData,
+        }
     }
 }
 
@@ -248,7 +274,10 @@ impl<T: FromStr<Err = String>> de::Visitor<'_> for NumberOrText<T> {
 
     fn visit_i64<E: de::Error>(self, value: i64) -> Result<T, E> {
         if value < 0 {
-            return Err(E::custom(format!("expected {}, found negative number {value}", self.expecting)));
+            return Err(E::custom(format!(
+                "expected {}, found negative number {value}",
+                self.expecting
+            )));
         }
         value.to_string().parse().map_err(E::custom)
     }
@@ -286,13 +315,22 @@ mod tests {
             ("", None),
         ];
         for (text, expected) in table {
-            assert_eq!(text.parse::<Size>().ok().map(Size::bytes), *expected, "{text}");
+            assert_eq!(
+                text.parse::<Size>().ok().map(Size::bytes),
+                *expected,
+                "{text}"
+            );
         }
     }
 
     #[test]
     fn sizes_display_canonically_and_round_trip() {
-        for (bytes, shown) in [(512u64 << 20, "512MiB"), (1_500_000_000, "1500000000B"), (3 << 29, "1536MiB"), (0, "0B")] {
+        for (bytes, shown) in [
+            (512u64 << 20, "512MiB"),
+            (1_500_000_000, "1500000000B"),
+            (3 << 29, "1536MiB"),
+            (0, "0B"),
+        ] {
             assert_eq!(Size(bytes).to_string(), shown);
             assert_eq!(shown.parse::<Size>().unwrap(), Size(bytes));
         }
@@ -311,7 +349,11 @@ mod tests {
             ("s", None),
         ];
         for (text, expected) in table {
-            assert_eq!(text.parse::<Span>().ok().map(|s| s.0.as_millis() as u64), *expected, "{text}");
+            assert_eq!(
+                text.parse::<Span>().ok().map(|s| s.0.as_millis() as u64),
+                *expected,
+                "{text}"
+            );
         }
         assert_eq!(Span(Duration::from_millis(1500)).to_string(), "1500ms");
     }
@@ -327,7 +369,15 @@ mod tests {
         assert_eq!("10.0.0.1".parse::<IpCidr>().unwrap().prefix, 32);
         let any: IpCidr = "10.0.0.1/0".parse().unwrap();
         assert!(any.contains("192.0.2.1".parse().unwrap()));
-        for bad in ["10.0.0.1/33", "fd00::1/129", "10.0.0", "0.0.0.0/0", "127.0.0.1/8", "224.0.0.1", "x/24"] {
+        for bad in [
+            "10.0.0.1/33",
+            "fd00::1/129",
+            "10.0.0",
+            "0.0.0.0/0",
+            "127.0.0.1/8",
+            "224.0.0.1",
+            "x/24",
+        ] {
             assert!(bad.parse::<IpCidr>().is_err(), "{bad}");
         }
     }
