@@ -341,8 +341,9 @@ fn filter_unsupported(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facil
             Step::ApplyNetwork => (facilities.network, "live network changes"),
             Step::WriteRecord | Step::Unregister => (true, ""),
         };
-        if !ok {
-            unsupported.push(format!("{what}: not yet supported by this build of vsctl"));
+        let note = format!("{what}: not yet supported by this build of vsctl");
+        if !ok && !unsupported.contains(&note) {
+            unsupported.push(note);
         }
         ok
     });
@@ -354,7 +355,6 @@ fn filter_unsupported(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facil
             "guest networking: not yet supported by this build of vsctl (guests get loopback only)",
         ));
     }
-    unsupported.dedup();
     entry.unsupported = unsupported;
 }
 
@@ -367,7 +367,8 @@ fn plan_create(spec: &GuestSpec, options: &PlanOptions) -> GuestPlan {
 
 fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOptions) -> GuestPlan {
     let facilities = options.facilities;
-    let changes = diff(&current.record.spec, spec);
+    // Most guests are unchanged on most runs: skip flattening them.
+    let changes = if current.record.spec == *spec { Vec::new() } else { diff(&current.record.spec, spec) };
     let worst = changes.iter().map(|c| c.class).max();
     let running = current.run == RunStatus::Running;
     let protected = spec.protect || current.record.spec.protect;
