@@ -21,9 +21,18 @@ fn guest(i: usize) -> String {
 
 fn vsctl(root: &std::path::Path, args: &[&str]) -> Duration {
     let start = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_vsctl")).arg("--root").arg(root).args(args).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vsctl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .unwrap();
     let elapsed = start.elapsed();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     elapsed
 }
 
@@ -45,7 +54,11 @@ fn main() {
         vsctl(dir.path(), &["apply"]);
         let runs = if count > 1_000 { 7 } else { 21 };
         let plan = median((0..runs).map(|_| vsctl(dir.path(), &["plan"])).collect());
-        let validate = median((0..runs).map(|_| vsctl(dir.path(), &["validate"])).collect());
+        let validate = median(
+            (0..runs)
+                .map(|_| vsctl(dir.path(), &["validate"]))
+                .collect(),
+        );
         println!(
             "| {count} | {:.1} ms | {:.1} µs | {:.1} ms |",
             plan.as_secs_f64() * 1e3,

@@ -368,7 +368,11 @@ fn plan_create(spec: &GuestSpec, options: &PlanOptions) -> GuestPlan {
 fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOptions) -> GuestPlan {
     let facilities = options.facilities;
     // Most guests are unchanged on most runs: skip flattening them.
-    let changes = if current.record.spec == *spec { Vec::new() } else { diff(&current.record.spec, spec) };
+    let changes = if current.record.spec == *spec {
+        Vec::new()
+    } else {
+        diff(&current.record.spec, spec)
+    };
     let worst = changes.iter().map(|c| c.class).max();
     let running = current.run == RunStatus::Running;
     let protected = spec.protect || current.record.spec.protect;

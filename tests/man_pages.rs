@@ -6,14 +6,20 @@ use std::path::Path;
 
 fn render(command: &clap::Command) -> Vec<u8> {
     let mut out = Vec::new();
-    clap_mangen::Man::new(command.clone()).section("8").render(&mut out).expect("render man page");
+    clap_mangen::Man::new(command.clone())
+        .section("8")
+        .render(&mut out)
+        .expect("render man page");
     out
 }
 
 /// (file name, page) for vsctl(8) and every subcommand, recursively.
 fn pages() -> Vec<(String, Vec<u8>)> {
     fn walk(command: &clap::Command, prefix: &str, out: &mut Vec<(String, Vec<u8>)>) {
-        for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        for sub in command
+            .get_subcommands()
+            .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+        {
             let name = format!("{prefix}-{}", sub.get_name());
             let page = sub.clone().name(name.clone()).display_name(name.clone());
             out.push((format!("{name}.8"), render(&page)));
@@ -47,13 +53,33 @@ fn man_pages_are_up_to_date() {
             stale.push(format!("{name} (no such command)"));
         }
     }
-    assert!(stale.is_empty(), "stale man pages: {stale:?}; run `UPDATE_MAN=1 cargo test --test man_pages`");
+    assert!(
+        stale.is_empty(),
+        "stale man pages: {stale:?}; run `UPDATE_MAN=1 cargo test --test man_pages`"
+    );
 }
 
 #[test]
 fn hand_written_config_reference_exists_and_covers_every_section() {
-    let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/vsctl.toml.5")).unwrap();
-    for section in ["[network]", "[limits]", "[disk]", "[rootfs]", "[init]", "[security]", "[[mounts]]", "[env]", "[paths]", "[defaults]", "[userns]"] {
-        assert!(text.contains(section), "vsctl.toml(5) does not document {section}");
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/vsctl.toml.5"))
+            .unwrap();
+    for section in [
+        "[network]",
+        "[limits]",
+        "[disk]",
+        "[rootfs]",
+        "[init]",
+        "[security]",
+        "[[mounts]]",
+        "[env]",
+        "[paths]",
+        "[defaults]",
+        "[userns]",
+    ] {
+        assert!(
+            text.contains(section),
+            "vsctl.toml(5) does not document {section}"
+        );
     }
 }
