@@ -267,7 +267,13 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
             )
         );
     }
-    let result = apply::execute(&plan, &desired, &observed, &store);
+    let executor = apply::Executor {
+        paths: &host.paths,
+        settings: &host.settings,
+        store,
+        progress: std::io::stderr().is_terminal(),
+    };
+    let result = executor.execute(&plan, &desired, &observed);
     match host.output {
         OutputFormat::Json => print_json(&serde_json::json!({
             "format_version": plan::FORMAT_VERSION,

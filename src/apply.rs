@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::config::GuestSpec;
+use crate::config::{GuestSpec, HostSettings};
 use crate::paths::Paths;
 use crate::plan::{Action, GuestPlan, Observed, ObservedGuest, Plan, RunStatus, Step};
-use crate::state::{GuestRecord, StateError, StateStore};
+use crate::state::{
+    GuestRecord, IdRange, StateError, StateStore, allocate_id_range, allocate_project_id,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -21,6 +23,8 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error("guest {guest}: step {step} is not supported by this build of vsctl")]
     Unsupported { guest: String, step: &'static str },
+    #[error("guest {guest}: no free uid/gid range left ([userns] ranges = {ranges} in vsctl.toml)")]
+    NoIdRange { guest: String, ranges: u32 },
 }
 
 /// Everything observed about the host, for the planner.
@@ -74,103 +78,183 @@ pub struct ApplyResult {
     pub guests: Vec<GuestOutcome>,
 }
 
-/// Run the plan. `desired` supplies the specs the plan was made from.
-pub fn execute(
-    plan: &Plan,
-    desired: &[GuestSpec],
-    observed: &Observed,
-    store: &StateStore,
-) -> ApplyResult {
-    let specs: BTreeMap<&str, &GuestSpec> = desired.iter().map(|s| (s.name.as_str(), s)).collect();
-    let mut result = ApplyResult {
-        format_version: crate::plan::FORMAT_VERSION,
-        changed: false,
-        failed: false,
-        templates_built: Vec::new(),
-        guests: Vec::new(),
-    };
-    for entry in &plan.guests {
-        let outcome = if entry.blocked.is_some() {
-            GuestOutcome {
-                name: entry.name.clone(),
-                action: entry.action,
-                status: "blocked",
-                error: entry.blocked.clone(),
-            }
-        } else if entry.steps.is_empty() {
-            GuestOutcome {
-                name: entry.name.clone(),
-                action: entry.action,
-                status: "unchanged",
-                error: None,
-            }
-        } else {
-            let spec = specs.get(entry.name.as_str()).copied();
-            let previous = observed.guests.get(&entry.name).map(|g| &g.record);
-            match execute_guest(entry, spec, previous, store) {
-                Ok(()) => {
-                    result.changed = true;
-                    GuestOutcome {
-                        name: entry.name.clone(),
-                        action: entry.action,
-                        status: "applied",
-                        error: None,
-                    }
-                }
-                Err(e) => {
-                    result.failed = true;
-                    GuestOutcome {
-                        name: entry.name.clone(),
-                        action: entry.action,
-                        status: "failed",
-                        error: Some(e.to_string()),
-                    }
-                }
-            }
-        };
-        result.guests.push(outcome);
-    }
-    result
+/// What executing a plan needs: where things are, host policy, the store.
+pub struct Executor<'a> {
+    pub paths: &'a Paths,
+    pub settings: &'a HostSettings,
+    pub store: StateStore,
+    /// Show progress bars (stderr is a terminal).
+    pub progress: bool,
 }
 
-fn execute_guest(
-    entry: &GuestPlan,
-    spec: Option<&GuestSpec>,
-    previous: Option<&GuestRecord>,
-    store: &StateStore,
-) -> Result<(), ApplyError> {
-    let mut record = match (previous, spec) {
-        (Some(previous), Some(spec)) => GuestRecord {
-            spec: spec.clone(),
-            ..previous.clone()
-        },
-        (None, Some(spec)) => GuestRecord::new(spec.clone()),
-        (Some(previous), None) => previous.clone(),
-        (None, None) => unreachable!("a plan entry always has a spec or a record"),
-    };
-    for step in &entry.steps {
-        match step {
-            Step::WriteRecord => store.write(&record)?,
-            Step::Unregister => store.remove(&entry.name)?,
-            other => {
-                let step = match other {
-                    Step::Stop => "stop",
-                    Step::PurgeRootfs => "purge-rootfs",
-                    Step::BuildRootfs => "build-rootfs",
-                    Step::ApplyQuota => "apply-quota",
-                    Step::WriteGuestFiles => "write-guest-files",
-                    Step::ApplyLimits => "apply-limits",
-                    Step::ApplyNetwork => "apply-network",
-                    Step::Start => "start",
-                    Step::WriteRecord | Step::Unregister => unreachable!(),
-                };
-                return Err(ApplyError::Unsupported {
-                    guest: entry.name.clone(),
-                    step,
-                });
+impl Executor<'_> {
+    /// Run the plan. `desired` supplies the specs the plan was made from.
+    pub fn execute(&self, plan: &Plan, desired: &[GuestSpec], observed: &Observed) -> ApplyResult {
+        let specs: BTreeMap<&str, &GuestSpec> =
+            desired.iter().map(|s| (s.name.as_str(), s)).collect();
+        let mut result = ApplyResult {
+            format_version: crate::plan::FORMAT_VERSION,
+            changed: false,
+            failed: false,
+            templates_built: Vec::new(),
+            guests: Vec::new(),
+        };
+        let mut ids = IdAllocator {
+            ranges: observed
+                .guests
+                .values()
+                .filter_map(|g| g.record.id_range)
+                .collect(),
+            projects: observed
+                .guests
+                .values()
+                .filter_map(|g| g.record.project_id)
+                .collect(),
+        };
+        let bar = self.progress_bar(plan);
+        for entry in &plan.guests {
+            bar.set_message(entry.name.clone());
+            let outcome = if entry.blocked.is_some() {
+                GuestOutcome {
+                    name: entry.name.clone(),
+                    action: entry.action,
+                    status: "blocked",
+                    error: entry.blocked.clone(),
+                }
+            } else if entry.steps.is_empty() {
+                GuestOutcome {
+                    name: entry.name.clone(),
+                    action: entry.action,
+                    status: "unchanged",
+                    error: None,
+                }
+            } else {
+                let spec = specs.get(entry.name.as_str()).copied();
+                let previous = observed.guests.get(&entry.name).map(|g| &g.record);
+                match self.execute_guest(entry, spec, previous, &mut ids) {
+                    Ok(()) => {
+                        result.changed = true;
+                        GuestOutcome {
+                            name: entry.name.clone(),
+                            action: entry.action,
+                            status: "applied",
+                            error: None,
+                        }
+                    }
+                    Err(e) => {
+                        result.failed = true;
+                        GuestOutcome {
+                            name: entry.name.clone(),
+                            action: entry.action,
+                            status: "failed",
+                            error: Some(e.to_string()),
+                        }
+                    }
+                }
+            };
+            result.guests.push(outcome);
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        result
+    }
+
+    fn progress_bar(&self, plan: &Plan) -> indicatif::ProgressBar {
+        let busy = plan.guests.iter().filter(|g| g.changes_something()).count();
+        if !self.progress || busy == 0 {
+            return indicatif::ProgressBar::hidden();
+        }
+        let bar = indicatif::ProgressBar::new(plan.guests.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} applying [{bar:30}] {pos}/{len} {msg}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    }
+
+    fn execute_guest(
+        &self,
+        entry: &GuestPlan,
+        spec: Option<&GuestSpec>,
+        previous: Option<&GuestRecord>,
+        ids: &mut IdAllocator,
+    ) -> Result<(), ApplyError> {
+        let mut record = match (previous, spec) {
+            (Some(previous), Some(spec)) => GuestRecord {
+                spec: spec.clone(),
+                ..previous.clone()
+            },
+            (None, Some(spec)) => GuestRecord::new(spec.clone()),
+            (Some(previous), None) => previous.clone(),
+            (None, None) => unreachable!("a plan entry always has a spec or a record"),
+        };
+        record.format_version = crate::state::RECORD_FORMAT;
+        if record.spec.security.userns && record.id_range.is_none() {
+            record.id_range = Some(ids.range(&entry.name, self.settings)?);
+        }
+        if (record.spec.disk.quota.is_some() || record.spec.disk.inodes.is_some())
+            && record.project_id.is_none()
+        {
+            record.project_id = Some(ids.project());
+        }
+        for step in &entry.steps {
+            match step {
+                Step::WriteRecord => self.store.write(&record)?,
+                Step::Unregister => self.store.remove(&entry.name)?,
+                other => {
+                    return Err(ApplyError::Unsupported {
+                        guest: entry.name.clone(),
+                        step: step_name(other),
+                    });
+                }
             }
         }
+        Ok(())
     }
-    record.format_version = crate::state::RECORD_FORMAT;
-    Ok(())
+}
+
+/// Hands out uid ranges and project ids during one apply.
+struct IdAllocator {
+    ranges: Vec<IdRange>,
+    projects: Vec<u32>,
+}
+
+impl IdAllocator {
+    fn range(&mut self, guest: &str, settings: &HostSettings) -> Result<IdRange, ApplyError> {
+        let range = allocate_id_range(
+            &self.ranges,
+            settings.userns.first_id,
+            settings.userns.ranges,
+        )
+        .ok_or_else(|| ApplyError::NoIdRange {
+            guest: guest.to_string(),
+            ranges: settings.userns.ranges,
+        })?;
+        self.ranges.push(range);
+        Ok(range)
+    }
+
+    fn project(&mut self) -> u32 {
+        let id = allocate_project_id(&self.projects);
+        self.projects.push(id);
+        id
+    }
+}
+
+fn step_name(step: &Step) -> &'static str {
+    match step {
+        Step::Stop => "stop",
+        Step::PurgeRootfs => "purge-rootfs",
+        Step::BuildRootfs => "build-rootfs",
+        Step::ApplyQuota => "apply-quota",
+        Step::WriteGuestFiles => "write-guest-files",
+        Step::ApplyLimits => "apply-limits",
+        Step::ApplyNetwork => "apply-network",
+        Step::Start => "start",
+        Step::WriteRecord => "write-record",
+        Step::Unregister => "unregister",
+    }
 }

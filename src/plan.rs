@@ -38,7 +38,8 @@ pub enum ChangeClass {
 pub fn change_class(field: &str) -> ChangeClass {
     let top = field.split('.').next().unwrap_or(field);
     match (top, field) {
-        (_, "template" | "rootfs.strategy") => ChangeClass::Rebuild,
+        // userns decides who owns the rootfs' files on the host (shifted ids).
+        (_, "template" | "rootfs.strategy" | "security.userns") => ChangeClass::Rebuild,
         (_, "protect") => ChangeClass::Record,
         ("limits" | "disk", _) => ChangeClass::Live,
         (_, "network.addresses" | "network.gateway" | "network.gateway6" | "network.dns") => {
@@ -607,7 +608,8 @@ mod tests {
             ("network.parent", ChangeClass::Restart),
             ("hostname", ChangeClass::Restart),
             ("init.command", ChangeClass::Restart),
-            ("security.userns", ChangeClass::Restart),
+            ("security.userns", ChangeClass::Rebuild),
+            ("security.cap_add", ChangeClass::Restart),
             ("mounts", ChangeClass::Restart),
             ("env.FOO", ChangeClass::Restart),
             ("protect", ChangeClass::Record),
