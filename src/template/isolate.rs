@@ -210,13 +210,12 @@ unsafe fn intermediate(
         if libc::unshare(flags) != 0 {
             die(b"vsctl build: unshare(mnt,uts,ipc,pid) failed\n", 125);
         }
-        let me = libc::getpid();
         let pid = libc::fork();
         if pid < 0 {
             die(b"vsctl build: fork failed\n", 125);
         }
         if pid == 0 {
-            init(prep, me, argv, envp);
+            init(prep, argv, envp);
         }
         let mut status = 0;
         while libc::waitpid(pid, &mut status, 0) < 0 {
@@ -232,19 +231,15 @@ unsafe fn intermediate(
 ///
 /// # Safety
 /// Must only be called in a freshly forked child.
-unsafe fn init(
-    prep: &Prepared,
-    parent: libc::pid_t,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
+unsafe fn init(prep: &Prepared, argv: &[*const libc::c_char], envp: &[*const libc::c_char]) -> ! {
     // SAFETY: all calls are async-signal-safe syscalls on NUL-terminated
     // strings and null-terminated pointer arrays prepared before fork.
     unsafe {
+        // Our parent is outside our PID namespace, so getppid() reads 0 and
+        // the death race cannot be re-checked as in `intermediate`. The
+        // window is the few instructions since fork: the intermediate only
+        // dies by a signal, and this is the first thing we do.
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong);
-        if libc::getppid() != parent {
-            libc::_exit(125);
-        }
         let null = std::ptr::null::<libc::c_char>();
         // Nothing we mount may propagate back to the host.
         if libc::mount(
