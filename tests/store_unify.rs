@@ -13,7 +13,11 @@ const COMMON: usize = 40;
 fn make_source(dir: &Path) {
     std::fs::create_dir_all(dir.join("etc/sub")).unwrap();
     for i in 0..COMMON {
-        std::fs::write(dir.join(format!("etc/sub/f{i}")), format!("common content {i}\n").repeat(i + 1)).unwrap();
+        std::fs::write(
+            dir.join(format!("etc/sub/f{i}")),
+            format!("common content {i}\n").repeat(i + 1),
+        )
+        .unwrap();
     }
     for f in ["by-mode", "by-owner", "by-xattr"] {
         std::fs::write(dir.join("etc").join(f), b"same bytes in both trees\n").unwrap();
@@ -28,7 +32,11 @@ fn setup() -> (tempfile::TempDir, Paths, Definitions) {
     make_source(&a);
     make_source(&b);
     // B differs from A only in metadata of three files, plus one extra file.
-    std::fs::set_permissions(b.join("etc/by-mode"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(
+        b.join("etc/by-mode"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
     std::os::unix::fs::chown(b.join("etc/by-owner"), Some(1000), Some(1000)).unwrap();
     xattr::set(b.join("etc/by-xattr"), "user.vsctl-test", b"1").unwrap();
     std::fs::write(b.join("etc/only-b"), b"only in b\n").unwrap();
@@ -38,7 +46,10 @@ fn setup() -> (tempfile::TempDir, Paths, Definitions) {
     for (n, src) in [("ta", &a), ("tb", &b)] {
         std::fs::write(
             paths.templates_dir.join(format!("{n}.toml")),
-            format!("bootstrap = \"import\"\npath = {:?}\n", src.to_str().unwrap()),
+            format!(
+                "bootstrap = \"import\"\npath = {:?}\n",
+                src.to_str().unwrap()
+            ),
         )
         .unwrap();
     }
@@ -70,14 +81,29 @@ fn identical_files_share_inodes_and_metadata_differences_never_do() {
         .count();
     assert_eq!(shared, COMMON, "every identical file is one inode");
     for f in ["etc/by-mode", "etc/by-owner", "etc/by-xattr"] {
-        assert_ne!(ino(&ta.join(f)), ino(&tb.join(f)), "{f} differs in metadata and must not be shared");
+        assert_ne!(
+            ino(&ta.join(f)),
+            ino(&tb.join(f)),
+            "{f} differs in metadata and must not be shared"
+        );
     }
     // Metadata survived: B's copies keep their own mode, owner, xattr.
-    assert_eq!(tb.join("etc/by-mode").metadata().unwrap().mode() & 0o7777, 0o600);
+    assert_eq!(
+        tb.join("etc/by-mode").metadata().unwrap().mode() & 0o7777,
+        0o600
+    );
     assert_eq!(tb.join("etc/by-owner").metadata().unwrap().uid(), 1000);
-    assert_eq!(xattr::get(tb.join("etc/by-xattr"), "user.vsctl-test").unwrap().as_deref(), Some(&b"1"[..]));
+    assert_eq!(
+        xattr::get(tb.join("etc/by-xattr"), "user.vsctl-test")
+            .unwrap()
+            .as_deref(),
+        Some(&b"1"[..])
+    );
     // Symlinks stay symlinks in the tree.
-    assert_eq!(std::fs::read_link(ta.join("etc/link")).unwrap(), Path::new("sub/f1"));
+    assert_eq!(
+        std::fs::read_link(ta.join("etc/link")).unwrap(),
+        Path::new("sub/f1")
+    );
     // Link count = store name + one per template.
     assert_eq!(ta.join("etc/sub/f3").metadata().unwrap().nlink(), 3);
     // In A, by-mode/by-owner/by-xattr are identical in bytes and metadata:
@@ -89,7 +115,9 @@ fn identical_files_share_inodes_and_metadata_differences_never_do() {
     let list = template::list(&paths).unwrap();
     assert_eq!(list.len(), 2);
     let la = list.iter().find(|l| l.name == "ta").unwrap();
-    let common_bytes: u64 = (0..COMMON).map(|i| format!("common content {i}\n").len() as u64 * (i as u64 + 1)).sum();
+    let common_bytes: u64 = (0..COMMON)
+        .map(|i| format!("common content {i}\n").len() as u64 * (i as u64 + 1))
+        .sum();
     assert_eq!(la.bytes_shared_with_others, common_bytes);
     assert_eq!(la.files, COMMON as u64 + 3);
 }
@@ -113,7 +141,10 @@ fn verify_detects_a_flipped_byte_in_an_object() {
     std::fs::remove_file(template::tree_path(&paths, "ta").join("etc/sub/f7")).unwrap();
 
     let after = template::verify(&paths, "ta").unwrap();
-    assert_eq!(after.corrupted, vec![Path::new("/etc/sub/f5").to_path_buf()]);
+    assert_eq!(
+        after.corrupted,
+        vec![Path::new("/etc/sub/f5").to_path_buf()]
+    );
     assert_eq!(after.missing, vec![Path::new("/etc/sub/f7").to_path_buf()]);
     assert_eq!(after.ok, before.ok - 2);
 }
@@ -144,7 +175,10 @@ fn gc_removes_exactly_the_unreferenced_objects() {
         assert!(!st.object_path(o).exists());
     }
     for o in objects(&ma) {
-        assert!(st.object_path(&o).exists(), "object of a live template was removed");
+        assert!(
+            st.object_path(&o).exists(),
+            "object of a live template was removed"
+        );
     }
     assert!(template::verify(&paths, "ta").unwrap().corrupted.is_empty());
     // Idempotent.
