@@ -443,10 +443,8 @@ fn build_locked(
             import::copy_dir(name, &tree_path(paths, base), &rootfs)?;
         }
     }
-    for f in &def.files {
-        write_definition_file(name, &rootfs, f)?;
-    }
-    let mut steps: Vec<String> = Vec::new();
+    // Order: packages, then files (so they can override what packages
+    // ship), then run commands.
     if matches!(def.source, Source::Base { .. }) && !def.packages.is_empty() {
         if !defs.is_apt_based(name) {
             return Err(TemplateError::Bootstrap {
@@ -454,17 +452,23 @@ fn build_locked(
                 message: "`packages` needs an apt-based base template".into(),
             });
         }
-        steps.push(format!(
+        if let Some(pb) = &pb {
+            pb.set_message("packages");
+        }
+        let install = format!(
             "apt-get update && apt-get install -y --no-install-recommends {} && apt-get clean && rm -rf /var/lib/apt/lists/*",
             def.packages.join(" ")
-        ));
+        );
+        run_steps(name, &rootfs, &[install])?;
     }
-    steps.extend(def.run.iter().cloned());
-    if !steps.is_empty() {
+    for f in &def.files {
+        write_definition_file(name, &rootfs, f)?;
+    }
+    if !def.run.is_empty() {
         if let Some(pb) = &pb {
             pb.set_message("run");
         }
-        run_steps(name, &rootfs, &steps)?;
+        run_steps(name, &rootfs, &def.run)?;
     }
 
     if let Some(pb) = &pb {
