@@ -222,8 +222,7 @@ fn parse_one(
     let raw: RawDef = toml::from_str(text).map_err(|e| err(e.span(), e.message().to_string()))?;
     let dir = file.parent().unwrap_or(Path::new("/"));
     let source = match (&raw.bootstrap, &raw.base) {
-        (Some(b), Some(base)) => {
-            let _ = b;
+        (Some(_), Some(base)) => {
             return Err(err(
                 Some(base.span()),
                 "a template has either `bootstrap` or `base`, not both".into(),
@@ -446,34 +445,34 @@ impl Definitions {
                 Err(e) => errors.push(e),
             }
         }
-        // Cross-definition checks: bases exist, no cycles.
-        for (name, p) in &parsed {
-            let mut seen = vec![name.as_str()];
-            let mut cur = p;
-            while let Source::Base { name: base } = &cur.def.source {
-                let Some(next) = parsed.get(base) else {
-                    errors.push(DefinitionError {
-                        file: p.def.file.clone(),
-                        source_text: p.text.clone(),
-                        span: cur.base_span.clone().filter(|_| std::ptr::eq(cur, p)),
-                        message: format!("unknown base template {base:?}"),
-                    });
-                    break;
-                };
-                if seen.contains(&base.as_str()) {
+        // Cross-definition checks: each definition's own base exists (the
+        // error points at its `base` value), and base chains have no cycle.
+        for p in parsed.values() {
+            let Source::Base { name: base } = &p.def.source else { continue };
+            if !parsed.contains_key(base) {
+                errors.push(DefinitionError {
+                    file: p.def.file.clone(),
+                    source_text: p.text.clone(),
+                    span: p.base_span.clone(),
+                    message: format!("unknown base template {base:?}"),
+                });
+                continue;
+            }
+            let mut seen = vec![p.def.name.as_str()];
+            let mut cur = base;
+            while let Some(next) = parsed.get(cur) {
+                if seen.contains(&cur.as_str()) {
                     errors.push(DefinitionError {
                         file: p.def.file.clone(),
                         source_text: p.text.clone(),
                         span: p.base_span.clone(),
-                        message: format!(
-                            "base templates form a cycle: {} -> {base}",
-                            seen.join(" -> ")
-                        ),
+                        message: format!("base templates form a cycle: {} -> {cur}", seen.join(" -> ")),
                     });
                     break;
                 }
-                seen.push(base);
-                cur = next;
+                seen.push(cur);
+                let Source::Base { name } = &next.def.source else { break };
+                cur = name;
             }
         }
         if !errors.is_empty() {
