@@ -137,13 +137,18 @@ fn verify_detects_a_flipped_byte_in_an_object() {
     data[3] ^= 0x01;
     std::fs::write(&obj, &data).unwrap();
 
-    // And delete one tree file.
-    std::fs::remove_file(template::tree_path(&paths, "ta").join("etc/sub/f7")).unwrap();
+    // And delete one tree file, and plant one the manifest does not list.
+    let tree = template::tree_path(&paths, "ta");
+    std::fs::remove_file(tree.join("etc/sub/f7")).unwrap();
+    std::fs::write(tree.join("etc/planted"), b"x").unwrap();
 
     let after = template::verify(&paths, "ta").unwrap();
     assert_eq!(
         after.corrupted,
-        vec![Path::new("/etc/sub/f5").to_path_buf()]
+        vec![
+            Path::new("/etc/sub/f5").to_path_buf(),
+            Path::new("/etc/planted").to_path_buf()
+        ]
     );
     assert_eq!(after.missing, vec![Path::new("/etc/sub/f7").to_path_buf()]);
     assert_eq!(after.ok, before.ok - 2);

@@ -148,3 +148,85 @@ fn killed_builds_never_leave_a_half_template() {
     assert_eq!(objects, distinct.len());
     assert_eq!(std::fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
 }
+
+/// Processes whose root directory is below `dir` (i.e. chrooted into a
+/// staging tree there).
+fn processes_rooted_below(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().into_string().unwrap_or_default();
+        if !name.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(root) = std::fs::read_link(e.path().join("root"))
+            && root.starts_with(dir)
+        {
+            out.push(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn killing_a_build_kills_its_isolated_steps_and_their_mounts() {
+    let dir = tempfile::tempdir().unwrap();
+    let paths = Paths::under_root(dir.path());
+    std::fs::create_dir_all(&paths.templates_dir).unwrap();
+    std::fs::write(
+        paths.templates_dir.join("slow.toml"),
+        "base = \"busybox\"\nrun = [\"touch /started; sleep 30 & sleep 30\"]\n",
+    )
+    .unwrap();
+    // Build the base first so the kill lands in the run step.
+    assert!(
+        build(dir.path(), "busybox", false)
+            .wait()
+            .unwrap()
+            .success()
+    );
+    let mut child = build(dir.path(), "slow", false);
+    let marker = paths
+        .template_trees_dir()
+        .join("slow.building/rootfs/started");
+    let t = Instant::now();
+    while !marker.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "the run step never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        !processes_rooted_below(dir.path()).is_empty(),
+        "the step should be running now"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // PR_SET_PDEATHSIG takes the step's PID 1 down, and the PID namespace
+    // takes the backgrounded sleep with it; the mount namespace goes too.
+    let t = Instant::now();
+    while !processes_rooted_below(dir.path()).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "build step processes survived the kill"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !info.contains(dir.path().to_str().unwrap()),
+        "a build mount leaked:\n{info}"
+    );
+    assert!(template::installed(&paths, "slow").is_none());
+
+    // The next build cleans the stale staging tree and succeeds.
+    std::fs::write(
+        paths.templates_dir.join("slow.toml"),
+        "base = \"busybox\"\nrun = [\"touch /done\"]\n",
+    )
+    .unwrap();
+    assert!(build(dir.path(), "slow", false).wait().unwrap().success());
+    assert!(template::tree_path(&paths, "slow").join("done").exists());
+    assert!(!template::tree_path(&paths, "slow").join("started").exists());
+    assert!(!paths.template_trees_dir().join("slow.building").exists());
+}

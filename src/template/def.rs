@@ -448,7 +448,9 @@ impl Definitions {
         // Cross-definition checks: each definition's own base exists (the
         // error points at its `base` value), and base chains have no cycle.
         for p in parsed.values() {
-            let Source::Base { name: base } = &p.def.source else { continue };
+            let Source::Base { name: base } = &p.def.source else {
+                continue;
+            };
             if !parsed.contains_key(base) {
                 errors.push(DefinitionError {
                     file: p.def.file.clone(),
@@ -466,12 +468,17 @@ impl Definitions {
                         file: p.def.file.clone(),
                         source_text: p.text.clone(),
                         span: p.base_span.clone(),
-                        message: format!("base templates form a cycle: {} -> {cur}", seen.join(" -> ")),
+                        message: format!(
+                            "base templates form a cycle: {} -> {cur}",
+                            seen.join(" -> ")
+                        ),
                     });
                     break;
                 }
                 seen.push(cur);
-                let Source::Base { name } = &next.def.source else { break };
+                let Source::Base { name } = &next.def.source else {
+                    break;
+                };
                 cur = name;
             }
         }

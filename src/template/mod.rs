@@ -206,8 +206,9 @@ pub struct TemplateListing {
 /// Result of [`verify`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct VerifyReport {
-    /// Entries whose content, type or metadata differ from the manifest, or
-    /// whose file is no longer the store object.
+    /// Entries whose content, type or metadata differ from the manifest,
+    /// whose file is no longer the store object, or that the manifest does
+    /// not list at all.
     pub corrupted: Vec<PathBuf>,
     /// Entries in the manifest missing from the tree.
     pub missing: Vec<PathBuf>,
@@ -792,6 +793,20 @@ pub fn verify(paths: &Paths, name: &str) -> Result<VerifyReport, TemplateError> 
             report.ok += 1;
         } else {
             report.corrupted.push(PathBuf::from(&e.path));
+        }
+    }
+    // Anything in the tree the manifest does not list is a change too.
+    let known: std::collections::HashSet<&str> =
+        m.entries.iter().map(|e| e.path.as_str()).collect();
+    for item in walkdir::WalkDir::new(&root)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let Ok(item) = item else { continue };
+        let rel = item.path().strip_prefix(&root).expect("below the root");
+        let name = format!("/{}", rel.to_string_lossy());
+        if !known.contains(name.as_str()) {
+            report.corrupted.push(PathBuf::from(name));
         }
     }
     Ok(report)
