@@ -547,6 +547,9 @@ fn run_steps(name: &str, rootfs: &Path, steps: &[String]) -> Result<(), Template
     let root = safe::SafeRoot::open(rootfs)
         .map_err(|e| TemplateError::unsafe_entry(name, rootfs, "/", e))?;
     let resolv_rel = "etc/resolv.conf";
+    // Validate the parent first: `save_entry` reads by path, and must not
+    // read through an `etc` symlink pointing out of the tree.
+    open_parent_dir(name, &root, resolv_rel)?;
     let saved_resolv = save_entry(rootfs, resolv_rel);
     if let Ok(host) = fs::read("/etc/resolv.conf") {
         root.write_file(
@@ -606,7 +609,7 @@ fn run_steps(name: &str, rootfs: &Path, steps: &[String]) -> Result<(), Template
     }
     if !had_policy {
         let _ = nix::unistd::unlinkat(
-            &open_parent_dir(&root, policy_rel)?,
+            &open_parent_dir(name, &root, policy_rel)?,
             "policy-rc.d",
             nix::unistd::UnlinkatFlags::NoRemoveDir,
         );
@@ -638,12 +641,13 @@ fn save_entry(rootfs: &Path, rel: &str) -> Saved {
 }
 
 fn open_parent_dir(
+    name: &str,
     root: &safe::SafeRoot,
     rel: &str,
 ) -> Result<std::os::fd::OwnedFd, TemplateError> {
     root.parent_of(rel, false)
         .map(|(fd, _)| fd)
-        .map_err(|e| TemplateError::unsafe_entry("", root.path(), rel, e))
+        .map_err(|e| TemplateError::unsafe_entry(name, root.path(), rel, e))
 }
 
 fn restore_entry(
@@ -661,7 +665,7 @@ fn restore_entry(
     };
     let r = match saved {
         Saved::Missing => {
-            let parent = open_parent_dir(root, rel)?;
+            let parent = open_parent_dir(name, root, rel)?;
             let last = Path::new(rel).file_name().expect("named");
             let _ = nix::unistd::unlinkat(&parent, last, nix::unistd::UnlinkatFlags::NoRemoveDir);
             Ok(())

@@ -16,7 +16,6 @@ use nix::unistd::{Gid, Uid, UnlinkatFlags};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
 /// Why an untrusted path was refused or an entry could not be created.
@@ -336,9 +335,4 @@ impl Meta {
             ..*self
         }
     }
-}
-
-/// Host-visible name for messages.
-pub fn display(name: &OsStr) -> String {
-    String::from_utf8_lossy(name.as_bytes()).into_owned()
 }
