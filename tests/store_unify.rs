@@ -19,10 +19,15 @@ fn make_source(dir: &Path) {
         )
         .unwrap();
     }
-    for f in ["by-mode", "by-owner", "by-xattr"] {
+    for f in ["by-mode", "by-owner", "by-xattr", "by-acl", "by-cap"] {
         std::fs::write(dir.join("etc").join(f), b"same bytes in both trees\n").unwrap();
     }
     std::os::unix::fs::symlink("sub/f1", dir.join("etc/link")).unwrap();
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let st = std::process::Command::new(cmd).args(args).status().unwrap();
+    assert!(st.success(), "{cmd} {args:?}");
 }
 
 fn setup() -> (tempfile::TempDir, Paths, Definitions) {
@@ -39,6 +44,17 @@ fn setup() -> (tempfile::TempDir, Paths, Definitions) {
     .unwrap();
     std::os::unix::fs::chown(b.join("etc/by-owner"), Some(1000), Some(1000)).unwrap();
     xattr::set(b.join("etc/by-xattr"), "user.vsctl-test", b"1").unwrap();
+    // A POSIX ACL (system.posix_acl_access) and a file capability
+    // (security.capability), set with the usual tools. The ACL keeps the
+    // mode bits unchanged (mask r--), so only the xattr differs.
+    run(
+        "setfacl",
+        &["-m", "u:1000:r", b.join("etc/by-acl").to_str().unwrap()],
+    );
+    run(
+        "setcap",
+        &["cap_net_raw+ep", b.join("etc/by-cap").to_str().unwrap()],
+    );
     std::fs::write(b.join("etc/only-b"), b"only in b\n").unwrap();
 
     let paths = Paths::under_root(dir.path());
@@ -80,7 +96,13 @@ fn identical_files_share_inodes_and_metadata_differences_never_do() {
         })
         .count();
     assert_eq!(shared, COMMON, "every identical file is one inode");
-    for f in ["etc/by-mode", "etc/by-owner", "etc/by-xattr"] {
+    for f in [
+        "etc/by-mode",
+        "etc/by-owner",
+        "etc/by-xattr",
+        "etc/by-acl",
+        "etc/by-cap",
+    ] {
         assert_ne!(
             ino(&ta.join(f)),
             ino(&tb.join(f)),
@@ -106,9 +128,9 @@ fn identical_files_share_inodes_and_metadata_differences_never_do() {
     );
     // Link count = store name + one per template.
     assert_eq!(ta.join("etc/sub/f3").metadata().unwrap().nlink(), 3);
-    // In A, by-mode/by-owner/by-xattr are identical in bytes and metadata:
+    // In A, the five by-* files are identical in bytes and metadata:
     // one object with three names; in B each is its own object.
-    assert_eq!(ta.join("etc/by-mode").metadata().unwrap().nlink(), 4);
+    assert_eq!(ta.join("etc/by-mode").metadata().unwrap().nlink(), 6);
     assert_eq!(ino(&ta.join("etc/by-mode")), ino(&ta.join("etc/by-owner")));
     assert_eq!(tb.join("etc/by-mode").metadata().unwrap().nlink(), 2);
 
@@ -119,7 +141,7 @@ fn identical_files_share_inodes_and_metadata_differences_never_do() {
         .map(|i| format!("common content {i}\n").len() as u64 * (i as u64 + 1))
         .sum();
     assert_eq!(la.bytes_shared_with_others, common_bytes);
-    assert_eq!(la.files, COMMON as u64 + 3);
+    assert_eq!(la.files, COMMON as u64 + 5);
 }
 
 #[test]
@@ -166,7 +188,11 @@ fn gc_removes_exactly_the_unreferenced_objects() {
     let ma = template::manifest(&paths, "ta").unwrap();
     let mb = template::manifest(&paths, "tb").unwrap();
     let only_b: HashSet<String> = objects(&mb).difference(&objects(&ma)).cloned().collect();
-    assert_eq!(only_b.len(), 4, "by-mode, by-owner, by-xattr, only-b");
+    assert_eq!(
+        only_b.len(),
+        6,
+        "by-mode, by-owner, by-xattr, by-acl, by-cap, only-b"
+    );
 
     // Referenced templates cannot be removed.
     let err = template::remove(&paths, "tb", &["web1".to_string()]).unwrap_err();

@@ -1,7 +1,7 @@
 //! Temporary development driver for the template library, used by the
 //! kill-during-build test until `vsctl template build` exists.
 //!
-//! Usage: vsctl-template-dev ROOT build NAME [--force]
+//! Usage: vsctl-template-dev ROOT build NAME [--force] [--progress]
 //!        vsctl-template-dev ROOT verify NAME
 //!        vsctl-template-dev ROOT gc
 
@@ -28,7 +28,7 @@ fn main() -> ExitCode {
             .and_then(|defs| {
                 let opts = template::BuildOptions {
                     force: args.iter().any(|a| a == "--force"),
-                    progress: false,
+                    progress: args.iter().any(|a| a == "--progress"),
                     mirror: std::env::var("VSCTL_MIRROR").ok(),
                 };
                 template::build(&paths, &defs, name, &opts)

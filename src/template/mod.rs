@@ -483,7 +483,7 @@ fn build_locked(
         .map_err(TemplateError::store(name))?;
     install_staging(paths, name, &staging)?;
     if let Some(pb) = &pb {
-        pb.finish_with_message("done");
+        pb.finish_and_clear();
     }
     Ok(BuildOutcome {
         name: name.to_string(),
