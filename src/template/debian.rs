@@ -6,6 +6,7 @@
 //! 17 s here against about a minute for debootstrap), takes keyrings from
 //! the host apt configuration, and its `--variant` / `--include` /
 //! `--components` options map one-to-one onto the definition fields.
+//! When mmdebstrap is missing, debootstrap is used with the same options.
 //!
 //! mmdebstrap runs in its own mount, UTS, IPC and PID namespace
 //! ([`super::isolate`]): the /proc, /sys and /dev/pts mounts it makes in the
@@ -151,7 +152,7 @@ pub(crate) fn build_env() -> Vec<(String, String)> {
     env
 }
 
-/// Run mmdebstrap into `target` (which must not exist yet).
+/// Run mmdebstrap (or debootstrap) into `target` (which must not exist yet).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn bootstrap(
     template: &str,
@@ -163,17 +164,23 @@ pub(crate) fn bootstrap(
     mirror: &str,
     target: &Path,
 ) -> Result<(), TemplateError> {
-    let exe = which("mmdebstrap").ok_or_else(|| TemplateError::Bootstrap {
-        template: template.to_string(),
-        message: "mmdebstrap is not installed (apt-get install mmdebstrap)".into(),
-    })?;
-    let mut argv = vec![
-        exe.to_string_lossy().into_owned(),
-        "--mode=root".into(),
-        format!("--variant={variant}"),
-        format!("--components={}", components.join(",")),
-        "--quiet".into(),
-    ];
+    // mmdebstrap when installed; debootstrap (slower, same result for
+    // minbase) as a fallback. Both take the same option spellings here.
+    let (exe, extra): (PathBuf, &[&str]) = if let Some(m) = which("mmdebstrap") {
+        (m, &["--mode=root", "--quiet"])
+    } else if let Some(d) = which("debootstrap") {
+        (d, &[])
+    } else {
+        return Err(TemplateError::Bootstrap {
+            template: template.to_string(),
+            message: "neither mmdebstrap nor debootstrap is installed (apt-get install mmdebstrap)"
+                .into(),
+        });
+    };
+    let mut argv = vec![exe.to_string_lossy().into_owned()];
+    argv.extend(extra.iter().map(|s| s.to_string()));
+    argv.push(format!("--variant={variant}"));
+    argv.push(format!("--components={}", components.join(",")));
     if !packages.is_empty() {
         argv.push(format!("--include={}", packages.join(",")));
     }
@@ -191,7 +198,7 @@ pub(crate) fn bootstrap(
     })
     .map_err(|e| TemplateError::Bootstrap {
         template: template.to_string(),
-        message: format!("running mmdebstrap: {e}"),
+        message: format!("running {}: {e}", argv[0]),
     })?;
     if status != 0 {
         return Err(TemplateError::CommandFailed {
