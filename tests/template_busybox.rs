@@ -174,3 +174,64 @@ content = "x = 1\n"
     assert!(template::installed(&paths, "bb-fail").is_none());
     assert!(!template::tree_path(&paths, "bb-fail").exists());
 }
+
+#[test]
+fn rebuilds_follow_definition_file_sources_and_base_changes() {
+    let def = "base = \"busybox\"\n[[files]]\npath = \"/etc/motd\"\nsource = \"files/motd\"\nmode = 0o640\n";
+    let (_dir, paths, _) = setup(&[("child.toml", def)]);
+    std::fs::create_dir_all(paths.templates_dir.join("files")).unwrap();
+    std::fs::write(paths.templates_dir.join("files/motd"), "one\n").unwrap();
+    let defs = Definitions::load(&paths).unwrap();
+    let opts = BuildOptions::default();
+    let first = template::build(&paths, &defs, "child", &opts).unwrap();
+    assert!(first.rebuilt);
+    assert!(
+        !template::build(&paths, &defs, "child", &opts)
+            .unwrap()
+            .rebuilt
+    );
+    let motd = template::tree_path(&paths, "child").join("etc/motd");
+    assert_eq!(std::fs::read_to_string(&motd).unwrap(), "one\n");
+
+    // The content of a `source` file is part of the definition hash.
+    std::fs::write(paths.templates_dir.join("files/motd"), "two\n").unwrap();
+    let second = template::build(&paths, &defs, "child", &opts).unwrap();
+    assert!(second.rebuilt);
+    assert_ne!(second.tree_digest, first.tree_digest);
+    assert_eq!(std::fs::read_to_string(&motd).unwrap(), "two\n");
+
+    // A changed base is rebuilt first, and the child follows it.
+    std::fs::write(
+        paths.templates_dir.join("busybox.toml"),
+        "bootstrap = \"busybox\"\n[[files]]\npath = \"/etc/issue\"\ncontent = \"changed base\\n\"\n",
+    )
+    .unwrap();
+    let defs = Definitions::load(&paths).unwrap();
+    let third = template::build(&paths, &defs, "child", &opts).unwrap();
+    assert!(third.rebuilt);
+    let tree = template::tree_path(&paths, "child");
+    assert_eq!(
+        std::fs::read_to_string(tree.join("etc/issue")).unwrap(),
+        "changed base\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(template::tree_path(&paths, "busybox").join("etc/issue")).unwrap(),
+        "changed base\n"
+    );
+    assert!(
+        !template::build(&paths, &defs, "child", &opts)
+            .unwrap()
+            .rebuilt
+    );
+
+    let names: Vec<String> = template::list(&paths)
+        .unwrap()
+        .into_iter()
+        .map(|l| l.name)
+        .collect();
+    assert_eq!(names, vec!["busybox".to_string(), "child".to_string()]);
+    assert!(matches!(
+        template::remove(&paths, "nope", &[]),
+        Err(template::TemplateError::NotBuilt(_))
+    ));
+}
