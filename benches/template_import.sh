@@ -16,8 +16,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
-cargo build --release --bin vsctl-template-dev >&2
-BIN=$PWD/target/release/vsctl-template-dev
+cargo build --release --bin vsctl >&2
+BIN=$PWD/target/release/vsctl
+build() { "$BIN" --root "$1" template build "$2"; }
 
 WORK=$(mktemp -d /tmp/vsctl-bench.XXXXXX)
 IMG=$WORK/img
@@ -52,16 +53,16 @@ for i in $(seq "$RUNS"); do
   mkdir -p "$root/etc/vsctl/templates"
   printf 'bootstrap = "import"\npath = "%s"\n' "$SRC" > "$root/etc/vsctl/templates/imp.toml"
   warm
-  t0=$(now); "$BIN" "$root" build imp > /dev/null; t1=$(now)
+  t0=$(now); build "$root" imp > /dev/null; t1=$(now)
   cold_times+=("$(echo "$t1 - $t0" | bc)")
 
   # Same content under a second name: every object already exists.
   printf 'bootstrap = "import"\npath = "%s"\ndescription = "again"\n' "$SRC" > "$root/etc/vsctl/templates/imp2.toml"
   warm
-  t0=$(now); "$BIN" "$root" build imp2 > /dev/null; t1=$(now)
+  t0=$(now); build "$root" imp2 > /dev/null; t1=$(now)
   warmstore_times+=("$(echo "$t1 - $t0" | bc)")
 done
-t0=$(now); "$BIN" "$MNT/root-1" build imp > /dev/null; t1=$(now)
+t0=$(now); build "$MNT/root-1" imp > /dev/null; t1=$(now)
 noop=$(echo "$t1 - $t0" | bc)
 
 cp_m=$(printf '%s\n' "${cp_times[@]}" | median)
@@ -77,7 +78,7 @@ if [ "${SKIP_UNIFICATION:-0}" != 1 ]; then
   root=$MNT/unify
   for t in debian-bookworm debian-trixie debian-bookworm-web; do
     echo "building $t..." >&2
-    "$BIN" "$root" build "$t" > /dev/null
+    build "$root" "$t" > /dev/null
   done
   printf '\n## Unification across debian-bookworm, debian-trixie, debian-bookworm-web\n\n'
   python3 - "$root" <<'PY'

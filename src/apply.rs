@@ -16,6 +16,7 @@ use crate::plan::{Action, GuestPlan, Observed, ObservedGuest, Plan, RunStatus, S
 use crate::state::{
     GuestRecord, IdRange, StateError, StateStore, allocate_id_range, allocate_project_id,
 };
+use crate::template::Definitions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -50,7 +51,8 @@ pub fn observe(paths: &Paths, store: &StateStore) -> Result<Observed, StateError
     if let Ok(entries) = std::fs::read_dir(paths.template_trees_dir()) {
         for entry in entries.flatten() {
             if let Some(name) = entry.file_name().to_str()
-                && !name.contains('.')
+                && crate::template::valid_name(name)
+                && crate::template::installed(paths, name).is_some()
             {
                 observed.templates.insert(name.to_string());
             }
@@ -83,6 +85,7 @@ pub struct Executor<'a> {
     pub paths: &'a Paths,
     pub settings: &'a HostSettings,
     pub store: StateStore,
+    pub definitions: &'a Definitions,
     /// Show progress bars (stderr is a terminal).
     pub progress: bool,
 }
@@ -111,6 +114,22 @@ impl Executor<'_> {
                 .filter_map(|g| g.record.project_id)
                 .collect(),
         };
+        // Templates first: every guest cloned from one needs it built.
+        let mut failed_templates = BTreeMap::new();
+        for name in &plan.templates_to_build {
+            let options = crate::template::BuildOptions {
+                force: false,
+                progress: self.progress,
+                mirror: self.settings.templates.mirror.clone(),
+            };
+            match crate::template::build(self.paths, self.definitions, name, &options) {
+                Ok(_) => result.templates_built.push(name.clone()),
+                Err(e) => {
+                    result.failed = true;
+                    failed_templates.insert(name.clone(), e.to_string());
+                }
+            }
+        }
         let bar = self.progress_bar(plan);
         for entry in &plan.guests {
             bar.set_message(entry.name.clone());
@@ -127,6 +146,17 @@ impl Executor<'_> {
                     action: entry.action,
                     status: "unchanged",
                     error: None,
+                }
+            } else if let Some(error) = specs
+                .get(entry.name.as_str())
+                .and_then(|s| failed_templates.get(&s.template))
+            {
+                result.failed = true;
+                GuestOutcome {
+                    name: entry.name.clone(),
+                    action: entry.action,
+                    status: "failed",
+                    error: Some(format!("template build failed: {error}")),
                 }
             } else {
                 let spec = specs.get(entry.name.as_str()).copied();

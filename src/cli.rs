@@ -71,10 +71,39 @@ pub enum Command {
         /// Guest name
         name: String,
     },
+    /// Build, list, verify and remove templates
+    #[command(subcommand)]
+    Template(TemplateCommand),
+    /// Remove store objects no template references, and interrupted builds
+    Gc,
     /// Print shell completions
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Build a template (only when its definition changed, unless --force)
+    Build {
+        /// Template name
+        name: String,
+        /// Rebuild even when the definition is unchanged
+        #[arg(long)]
+        force: bool,
+    },
+    /// List built templates with their size and bytes shared with others
+    List,
+    /// Re-hash a template against its manifest and report every damaged or missing file
+    Verify {
+        /// Template name
+        name: String,
+    },
+    /// Remove a built template (refused while a guest uses it)
+    Rm {
+        /// Template name
+        name: String,
     },
 }
 

@@ -1,7 +1,6 @@
 //! SIGKILL a template build at random moments, several times, then build
 //! again: the visible template is always complete and the final state is
-//! consistent (root needed). Drives `vsctl-template-dev` (a temporary
-//! binary until the CLI has `vsctl template build`).
+//! consistent (root needed). Drives the real `vsctl template build`.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use vsctl::paths::Paths;
 use vsctl::template;
 
-const BIN: &str = env!("CARGO_BIN_EXE_vsctl-template-dev");
+const BIN: &str = env!("CARGO_BIN_EXE_vsctl");
 
 /// A small xorshift, seeded from the clock: random kill points without a
 /// dependency; the seed is printed so a failure can be replayed.
@@ -41,7 +40,7 @@ fn make_source(dir: &Path) {
 
 fn build(root: &Path, name: &str, force: bool) -> std::process::Child {
     let mut c = Command::new(BIN);
-    c.arg(root).arg("build").arg(name);
+    c.arg("--root").arg(root).args(["template", "build", name]);
     if force {
         c.arg("--force");
     }

@@ -323,6 +323,20 @@ pub fn build(
     build_locked(paths, &store, defs, name, opts, opts.force, 0)
 }
 
+/// Whether `build` (without force) would rebuild `name`: it is not built, or
+/// its definition changed since it was.
+pub fn needs_rebuild(paths: &Paths, defs: &Definitions, name: &str) -> Result<bool, TemplateError> {
+    let def = defs
+        .get(name)
+        .ok_or_else(|| TemplateError::Unknown(name.to_string()))?;
+    let Some(inst) = installed(paths, name) else {
+        return Ok(true);
+    };
+    Ok(definition_hash(paths, def)
+        .map(|hash| hash != inst.definition_hash)
+        .unwrap_or(true))
+}
+
 /// The definition hash: canonical JSON of the definition, contents of
 /// `files` sources, and the base's tree digest.
 fn definition_hash(paths: &Paths, def: &TemplateDef) -> Result<String, TemplateError> {

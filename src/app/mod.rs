@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod templates;
+
 use crate::apply;
 use crate::cli::{ApplyArgs, Cli, Command, GlobalArgs, OutputFormat, PlanArgs};
 use crate::config::{self, ConfigDiag, HostSettings, ParsedGuest};
@@ -15,6 +17,7 @@ use crate::paths::Paths;
 use crate::plan::{self, Facilities, Plan, PlanOptions};
 use crate::render::{self, Style};
 use crate::state::StateStore;
+use crate::template::Definitions;
 
 /// Exit codes (documented in vsctl(8)).
 pub mod exit {
@@ -85,27 +88,24 @@ impl Host {
     }
 }
 
-/// Template names a guest may use.
-// TODO(templates): replace with the template definitions once the store lands.
-pub fn known_templates(paths: &Paths) -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = [
-        "busybox",
-        "debian-bookworm",
-        "debian-trixie",
-        "debian-bookworm-web",
-        "debian-bookworm-python",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    if let Ok(files) = config::guest_files(&paths.templates_dir) {
-        names.extend(
-            files
-                .iter()
-                .filter_map(|f| f.file_stem()?.to_str().map(String::from)),
-        );
-    }
-    names
+/// Template definitions (embedded ones plus the host's), as diagnostics on error.
+pub fn definitions(paths: &Paths) -> Result<Definitions, Vec<ConfigDiag>> {
+    Definitions::load(paths).map_err(|errors| {
+        errors
+            .into_iter()
+            .map(|e| {
+                let text = std::sync::Arc::new(e.source_text);
+                ConfigDiag::new(
+                    "vsctl::template::definition",
+                    &e.file,
+                    &text,
+                    e.span,
+                    e.message,
+                )
+                .label("in this template definition")
+            })
+            .collect()
+    })
 }
 
 pub fn run(cli: Cli) -> i32 {
@@ -126,6 +126,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
         Command::Status { name } => status(&host, &name),
+        Command::Template(command) => templates::run(&host, command),
+        Command::Gc => templates::gc(&host),
         Command::Completions { shell } => {
             clap_complete::generate(
                 shell,
@@ -139,7 +141,7 @@ pub fn run(cli: Cli) -> i32 {
 }
 
 /// Print diagnostics (miette on stderr, or JSON on stdout) and return the error code.
-fn report_diags(diags: &[ConfigDiag], output: OutputFormat) -> i32 {
+pub(crate) fn report_diags(diags: &[ConfigDiag], output: OutputFormat) -> i32 {
     match output {
         OutputFormat::Json => {
             let records: Vec<_> = diags.iter().map(ConfigDiag::record).collect();
@@ -163,25 +165,25 @@ fn report_diags(diags: &[ConfigDiag], output: OutputFormat) -> i32 {
     exit::ERROR
 }
 
-fn print_json<T: Serialize>(value: &T) {
+pub(crate) fn print_json<T: Serialize>(value: &T) {
     println!(
         "{}",
         serde_json::to_string_pretty(value).expect("output always serializes")
     );
 }
 
-fn load(host: &Host) -> Result<Vec<ParsedGuest>, Vec<ConfigDiag>> {
-    config::load_guests(
-        &host.paths.guests_dir,
-        &known_templates(&host.paths),
-        &host.settings,
-    )
+/// Template definitions and every guest file, validated together.
+fn load(host: &Host) -> Result<(Definitions, Vec<ParsedGuest>), Vec<ConfigDiag>> {
+    let definitions = definitions(&host.paths)?;
+    let known: BTreeSet<String> = definitions.names().into_iter().map(String::from).collect();
+    let guests = config::load_guests(&host.paths.guests_dir, &known, &host.settings)?;
+    Ok((definitions, guests))
 }
 
 fn validate(host: &Host) -> i32 {
     match load(host) {
         Err(diags) => report_diags(&diags, host.output),
-        Ok(guests) => {
+        Ok((_, guests)) => {
             match host.output {
                 OutputFormat::Json => print_json(&serde_json::json!({
                     "format_version": plan::FORMAT_VERSION,
@@ -217,8 +219,8 @@ fn style() -> Style {
 }
 
 fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
-    let guests = match load(host) {
-        Ok(guests) => guests,
+    let (definitions, guests) = match load(host) {
+        Ok(loaded) => loaded,
         Err(diags) => return report_diags(&diags, host.output),
     };
     let desired: Vec<_> = guests.into_iter().map(|g| g.spec).collect();
@@ -271,6 +273,7 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
         paths: &host.paths,
         settings: &host.settings,
         store,
+        definitions: &definitions,
         progress: std::io::stderr().is_terminal(),
     };
     let result = executor.execute(&plan, &desired, &observed);
@@ -329,7 +332,7 @@ struct ListEntry {
 }
 
 fn list_entries(host: &Host) -> Result<Vec<ListEntry>, i32> {
-    let guests = load(host).map_err(|diags| report_diags(&diags, host.output))?;
+    let (_, guests) = load(host).map_err(|diags| report_diags(&diags, host.output))?;
     let store = StateStore::new(&host.paths);
     let observed = apply::observe(&host.paths, &store).map_err(|e| {
         eprintln!("vsctl: {e}");
