@@ -280,7 +280,7 @@ fn ansible_guest_module_refuses_invalid_files_without_writing_them() {
 }
 
 #[test]
-fn ansible_doc_renders_every_plugin() {
+fn ansible_doc_renders_every_plugin_and_offline_sanity_passes() {
     let Some(bin) = venv_bin("ansible-doc") else {
         return;
     };
@@ -335,6 +335,35 @@ fn ansible_doc_renders_every_plugin() {
         let text = run(world.ansible("ansible-doc").args(["-t", kind, name]), &[0]);
         assert!(stdout(&text).contains(name), "{kind} {name}");
     }
+    // ansible-test sanity, on a copy: it writes tests/output into the collection.
+    let source = repo().join("contrib/ansible/ansible_collections/vsctl/vsctl");
+    let copy = world
+        .dir
+        .path()
+        .join("sanity/ansible_collections/vsctl/vsctl");
+    for entry in walkdir::WalkDir::new(&source) {
+        let entry = entry.unwrap();
+        let to = copy.join(entry.path().strip_prefix(&source).unwrap());
+        if entry.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+        } else if entry.path().extension().is_none_or(|x| x != "pyc") {
+            std::fs::copy(entry.path(), &to).unwrap();
+        }
+    }
+    let version = run(
+        command(world.bin.join("python"))
+            .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"]),
+        &[0],
+    );
+    let mut sanity = world.ansible("ansible-test");
+    sanity
+        .current_dir(&copy)
+        .args(["sanity", "--local", "--python", stdout(&version).trim()]);
+    for test in OFFLINE_SANITY {
+        sanity.args(["--test", test]);
+    }
+    run(&mut sanity, &[0]);
+
     // Every Python file compiles (module_utils and plugins ansible-doc only
     // parses), without leaving __pycache__ in the source tree.
     let sources: Vec<PathBuf> = walkdir::WalkDir::new(repo().join("contrib"))
@@ -351,6 +380,25 @@ fn ansible_doc_renders_every_plugin() {
         &[0],
     );
 }
+
+/// The `ansible-test sanity` tests that run without network or containers
+/// (validate-modules, pep8, pylint and friends need ansible-test to bootstrap
+/// pip from ci-files.testing.ansible.com into venvs of their own).
+const OFFLINE_SANITY: &[&str] = &[
+    "action-plugin-docs",
+    "compile",
+    "empty-init",
+    "line-endings",
+    "no-assert",
+    "no-get-exception",
+    "no-illegal-filenames",
+    "no-smart-quotes",
+    "replace-urlopen",
+    "shebang",
+    "symlinks",
+    "use-argspec-type-path",
+    "use-compat-six",
+];
 
 /// Whether this vsctl has `exec` (the runtime issue adds it).
 fn vsctl_has_exec() -> bool {

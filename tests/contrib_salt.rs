@@ -36,6 +36,10 @@ web2:
 
 const GONE_SLS: &str = "web2:\n  vsctl.guest_absent: []\n";
 
+/// `limitz` is a typo for `limits`.
+const TYPO_SLS: &str =
+    "web9:\n  vsctl.running:\n    - template: busybox\n    - limitz: {memory: 64MiB}\n";
+
 impl Salt {
     fn new(bin: PathBuf) -> Salt {
         let dir = tempfile::Builder::new()
@@ -64,6 +68,7 @@ impl Salt {
         .unwrap();
         std::fs::write(path.join("srv/guests.sls"), GUESTS_SLS).unwrap();
         std::fs::write(path.join("srv/gone.sls"), GONE_SLS).unwrap();
+        std::fs::write(path.join("srv/typo.sls"), TYPO_SLS).unwrap();
         let salt = Salt { dir, bin };
         salt.call(&["saltutil.sync_all"]);
         salt
@@ -79,6 +84,11 @@ impl Salt {
 
     /// `salt-call --local ARGS --out=json`, the `local` part of its output.
     fn call(&self, args: &[&str]) -> Value {
+        self.call_with(args, &[0])
+    }
+
+    /// Like `call`, accepting the exit codes in `codes`.
+    fn call_with(&self, args: &[&str], codes: &[i32]) -> Value {
         let out = run(
             command(self.bin.join("salt-call"))
                 .current_dir(self.dir.path())
@@ -89,7 +99,7 @@ impl Salt {
                 ))
                 .args(["--out=json", "--retcode-passthrough", "--log-level=quiet"])
                 .args(args),
-            &[0],
+            codes,
         );
         let value: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("salt-call printed no JSON ({e}):\n{}", stdout(&out)));
@@ -225,6 +235,19 @@ fn salt_execution_module_plan_apply_list_status() {
     let status = salt.call(&["vsctl.status", "app1"]);
     assert_eq!(status["name"], "app1", "{status}");
     assert_eq!(status["record"]["spec"]["template"], "busybox");
+
+    // A misspelt field fails the state instead of falling back to a default.
+    let typo = salt.call_with(&["state.apply", "typo"], &[1, 2]);
+    let state = typo.as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(state["result"], false, "{state}");
+    assert!(
+        state["comment"]
+            .as_str()
+            .unwrap()
+            .contains("unknown argument(s) limitz"),
+        "{state}"
+    );
+    assert!(!salt.guest_file("web9").exists());
 
     // Prune through the execution module once the file is gone.
     std::fs::remove_file(guests.join("app1.toml")).unwrap();

@@ -36,6 +36,9 @@ from salt.exceptions import CommandExecutionError
 __virtualname__ = "vsctl"
 
 _CONN = ("binary", "root", "config", "guests_dir")
+# The guest-file fields a state accepts (vsctl.toml(5)); the run state comes
+# from the state function itself.
+_FIELDS = ("template", "hostname", "protect", "network", "limits", "disk", "rootfs", "init", "security", "env", "mounts")
 
 
 def __virtual__():
@@ -94,6 +97,15 @@ def _converge(name, text, purge=False, recreate=False, **conn):
 def _present(name, run_state, content=None, source=None, recreate=False, saltenv="base", **kwargs):
     conn = {k: kwargs.pop(k) for k in _CONN if k in kwargs}
     fields = {k: v for k, v in kwargs.items() if not k.startswith("__")}
+    unknown = sorted(set(fields) - set(_FIELDS))
+    if unknown:
+        # A misspelt field must not silently fall back to vsctl's default.
+        return {
+            "name": name,
+            "changes": {},
+            "result": False,
+            "comment": "unknown argument(s) {}; known: {}".format(", ".join(unknown), ", ".join(_FIELDS + _CONN)),
+        }
     try:
         text = __salt__["vsctl.guest_text"](  # noqa: F821
             name, run_state=run_state, content=content, source=source, saltenv=saltenv, **fields
