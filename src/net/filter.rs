@@ -1,16 +1,21 @@
 //! Anti-spoofing rules: which frames a guest may send.
 //!
 //! The rules are computed here as plain data (ethertype, byte matches,
-//! verdict) so they can be unit-tested without a kernel, then installed as tc
-//! u32 filters with a gact verdict on a clsact hook: the ingress hook of the
-//! host end of a veth (everything the guest transmits arrives there, before
-//! the bridge or the routing code sees it), or the egress hook of an ipvlan
-//! device inside the guest (ipvlan has no host-side device per guest).
+//! verdict) so they can be unit-tested without a kernel, then compiled into
+//! one classic BPF program attached as a direct-action `bpf` classifier on a
+//! clsact hook: the ingress hook of the host end of a veth (everything the
+//! guest transmits arrives there, before the bridge or the routing code sees
+//! it), or the egress hook of an ipvlan device inside the guest (ipvlan has
+//! no host-side device per guest). Classic BPF rather than u32 + gact: the
+//! program's return value is the verdict, so no action module is needed
+//! (many kernels, this project's CI among them, build none), and a whole
+//! policy is one filter that a live update replaces atomically.
 //!
-//! Offsets are relative to the network header, as u32 defines them; the
-//! Ethernet source address sits 8 bytes before it (`-8..-2`). The policy is
-//! an allow list ending in "drop everything":
+//! Rule offsets are relative to the network header; the Ethernet source
+//! address sits 8 bytes before it (`-8..-2`). The policy is an allow list
+//! ending in "drop everything":
 //!
+//! * no VLAN-tagged frames at all;
 //! * IPv4 whose source is one of the guest's addresses;
 //! * ARP whose sender hardware address is the guest's MAC and whose sender
 //!   protocol address is one of its IPv4 addresses (or 0.0.0.0, a probe that
@@ -23,8 +28,6 @@
 //!   Ethernet source, so a guest cannot poison the bridge's forwarding table.
 
 use std::net::IpAddr;
-
-use netlink_packet_route::tc::TcU32Key;
 
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_ARP: u16 = 0x0806;
@@ -77,9 +80,9 @@ impl Rule {
         }
     }
 
-    /// The matches as u32 keys: 32-bit words at 4-byte aligned offsets with
-    /// per-byte masks (the kernel reads each key as one big-endian word).
-    pub fn keys(&self) -> Vec<TcU32Key> {
+    /// The matches as (offset, value, mask) 32-bit words at 4-byte aligned
+    /// network-header offsets, big-endian as BPF loads them.
+    pub fn words(&self) -> Vec<(i32, u32, u32)> {
         let mut words: Vec<(i32, [u8; 4], [u8; 4])> = Vec::new();
         for (offset, value, mask) in &self.matches {
             for (i, (v, m)) in value.iter().zip(mask).enumerate() {
@@ -97,21 +100,99 @@ impl Rule {
                 words[slot].2[byte] = *m;
             }
         }
-        if words.is_empty() {
-            // Match everything: one key with an empty mask.
-            words.push((0, [0; 4], [0; 4]));
-        }
         words
             .into_iter()
-            .map(|(off, val, mask)| {
-                let mut key = TcU32Key::default();
-                key.off = off;
-                key.val = u32::from_be_bytes(val);
-                key.mask = u32::from_be_bytes(mask);
-                key
-            })
+            .map(|(off, val, mask)| (off, u32::from_be_bytes(val), u32::from_be_bytes(mask)))
             .collect()
     }
+}
+
+/// One classic BPF instruction (`struct sock_filter`, linux/filter.h).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SockFilter {
+    pub code: u16,
+    pub jt: u8,
+    pub jf: u8,
+    pub k: u32,
+}
+
+const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS
+const LD_H_ABS: u16 = 0x28; // BPF_LD | BPF_H | BPF_ABS
+const LD_W_LEN: u16 = 0x80; // BPF_LD | BPF_W | BPF_LEN
+const ALU_AND_K: u16 = 0x54; // BPF_ALU | BPF_AND | BPF_K
+const JMP_JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K
+const JMP_JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+const RET_K: u16 = 0x06; // BPF_RET | BPF_K
+/// SKF_AD_OFF + SKF_AD_VLAN_TAG_PRESENT: 1 if the frame carried a VLAN tag
+/// that the driver moved out of the packet data.
+const AD_VLAN_TAG_PRESENT: u32 = (-0x1000i32 + 48) as u32;
+const ETH_HLEN: i32 = 14;
+/// tc verdicts (linux/pkt_cls.h).
+pub const TC_ACT_OK: u32 = 0;
+pub const TC_ACT_SHOT: u32 = 2;
+/// The kernel's limit on a classic program (BPF_MAXINSNS).
+pub const MAX_INSNS: usize = 4096;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> SockFilter {
+    SockFilter { code, jt, jf, k }
+}
+
+/// Compile rules into a classic BPF program for a tc hook, where data
+/// starts at the Ethernet header. Each rule becomes a block that falls
+/// through to the next block on the first mismatch. Every block first checks
+/// the frame is long enough for its loads: an out-of-bounds load would end
+/// the program with 0, which for tc means "pass".
+pub fn compile(rules: &[Rule]) -> Vec<SockFilter> {
+    let mut prog = vec![
+        insn(LD_W_ABS, 0, 0, AD_VLAN_TAG_PRESENT),
+        insn(JMP_JEQ_K, 1, 0, 0),
+        insn(RET_K, 0, 0, TC_ACT_SHOT),
+    ];
+    for rule in rules {
+        let words = rule.words();
+        let mut block = Vec::new();
+        let need = words
+            .iter()
+            .map(|w| w.0 + ETH_HLEN + 4)
+            .max()
+            .unwrap_or(0)
+            .max(if rule.protocol == ETH_P_ALL {
+                0
+            } else {
+                ETH_HLEN
+            });
+        if need > 0 {
+            block.push(insn(LD_W_LEN, 0, 0, 0));
+            block.push(insn(JMP_JGE_K, 0, 0, need as u32));
+        }
+        if rule.protocol != ETH_P_ALL {
+            block.push(insn(LD_H_ABS, 0, 0, 12));
+            block.push(insn(JMP_JEQ_K, 0, 0, u32::from(rule.protocol)));
+        }
+        for (off, val, mask) in words {
+            block.push(insn(LD_W_ABS, 0, 0, (off + ETH_HLEN) as u32));
+            if mask != u32::MAX {
+                block.push(insn(ALU_AND_K, 0, 0, mask));
+            }
+            block.push(insn(JMP_JEQ_K, 0, 0, val));
+        }
+        let verdict = match rule.verdict {
+            Verdict::Pass => TC_ACT_OK,
+            Verdict::Drop => TC_ACT_SHOT,
+        };
+        block.push(insn(RET_K, 0, 0, verdict));
+        // On mismatch, skip to the first instruction after this block.
+        let len = block.len();
+        for (i, ins) in block.iter_mut().enumerate() {
+            if ins.code == JMP_JEQ_K || ins.code == JMP_JGE_K {
+                ins.jt = 0;
+                ins.jf = u8::try_from(len - i - 1).expect("rule block under 256 instructions");
+            }
+        }
+        prog.extend(block);
+    }
+    prog.push(insn(RET_K, 0, 0, TC_ACT_SHOT));
+    prog
 }
 
 /// The allow list for a guest with addresses `addrs`. `mac` is the guest
@@ -186,43 +267,158 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
 mod tests {
     use super::*;
 
+    /// A tiny classic-BPF interpreter (the subset `compile` emits), so the
+    /// compiled policy can be checked against hand-made frames.
+    fn run(prog: &[SockFilter], frame: &[u8], vlan: bool) -> u32 {
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let i = prog[pc];
+            pc += 1;
+            match i.code {
+                LD_W_ABS if i.k == AD_VLAN_TAG_PRESENT => a = vlan as u32,
+                LD_W_ABS => match frame.get(i.k as usize..i.k as usize + 4) {
+                    Some(b) => a = u32::from_be_bytes(b.try_into().unwrap()),
+                    None => return 0,
+                },
+                LD_H_ABS => match frame.get(i.k as usize..i.k as usize + 2) {
+                    Some(b) => a = u32::from(u16::from_be_bytes(b.try_into().unwrap())),
+                    None => return 0,
+                },
+                LD_W_LEN => a = frame.len() as u32,
+                ALU_AND_K => a &= i.k,
+                JMP_JEQ_K => pc += usize::from(if a == i.k { i.jt } else { i.jf }),
+                JMP_JGE_K => pc += usize::from(if a >= i.k { i.jt } else { i.jf }),
+                RET_K => return i.k,
+                other => panic!("unexpected opcode {other:#x}"),
+            }
+        }
+    }
+
+    const MAC: [u8; 6] = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
+
+    fn ipv4(src_mac: [u8; 6], src: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&[0x08, 0x00]);
+        let mut ip = vec![0x45, 0, 0, 28, 0, 0, 0, 0, 64, 17, 0, 0];
+        ip.extend_from_slice(&src);
+        ip.extend_from_slice(&[10, 0, 0, 3]);
+        ip.extend_from_slice(&[0; 8]);
+        f.extend(ip);
+        f
+    }
+
+    fn arp(src_mac: [u8; 6], sha: [u8; 6], spa: [u8; 4]) -> Vec<u8> {
+        let mut f = vec![0xff; 6];
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&[0x08, 0x06, 0, 1, 8, 0, 6, 4, 0, 2]);
+        f.extend_from_slice(&sha);
+        f.extend_from_slice(&spa);
+        f.extend_from_slice(&[0; 6]);
+        f.extend_from_slice(&[10, 0, 0, 3]);
+        f
+    }
+
+    fn ipv6(src_mac: [u8; 6], src: [u8; 16], icmp: Option<(u8, [u8; 16])>) -> Vec<u8> {
+        let mut f = vec![0x33, 0x33, 0, 0, 0, 1];
+        f.extend_from_slice(&src_mac);
+        f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, 32]);
+        f.push(if icmp.is_some() { 58 } else { 17 });
+        f.push(255);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[0xff, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        match icmp {
+            Some((kind, target)) => {
+                f.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+                f.extend_from_slice(&target);
+            }
+            None => f.extend_from_slice(&[0; 24]),
+        }
+        f
+    }
+
     #[test]
-    fn keys_are_aligned_words_with_byte_masks() {
+    fn words_are_aligned_with_byte_masks() {
         let rule = Rule::new(ETH_P_IPV6, Verdict::Pass)
             .at(6, &[58])
             .at(40, &[136]);
-        let keys = rule.keys();
-        assert_eq!(keys.len(), 2);
-        assert_eq!(keys[0].off, 4);
-        assert_eq!(keys[0].mask, 0x0000_ff00);
-        assert_eq!(keys[0].val, 0x0000_3a00);
-        assert_eq!(keys[1].off, 40);
-        assert_eq!(keys[1].mask, 0xff00_0000);
-        assert_eq!(keys[1].val, 0x8800_0000);
-    }
-
-    #[test]
-    fn mac_match_spans_two_words_before_the_network_header() {
-        let mac = [0x02, 0x11, 0x22, 0x33, 0x44, 0x55];
-        let keys = Rule::new(ETH_P_IP, Verdict::Pass)
-            .from_mac(Some(mac))
-            .keys();
-        assert_eq!(keys.len(), 2);
         assert_eq!(
-            (keys[0].off, keys[0].val, keys[0].mask),
-            (-8, 0x0211_2233, u32::MAX)
+            rule.words(),
+            vec![
+                (4, 0x0000_3a00, 0x0000_ff00),
+                (40, 0x8800_0000, 0xff00_0000)
+            ]
         );
+        let mac = Rule::new(ETH_P_IP, Verdict::Pass)
+            .from_mac(Some(MAC))
+            .words();
         assert_eq!(
-            (keys[1].off, keys[1].val, keys[1].mask),
-            (-4, 0x4455_0000, 0xffff_0000)
+            mac,
+            vec![(-8, 0x0211_2233, u32::MAX), (-4, 0x4455_0000, 0xffff_0000)]
         );
     }
 
     #[test]
-    fn empty_rule_matches_everything() {
-        let keys = Rule::new(ETH_P_ALL, Verdict::Drop).keys();
-        assert_eq!(keys.len(), 1);
-        assert_eq!(keys[0].mask, 0);
+    fn compiled_policy_admits_only_the_guests_own_sources() {
+        let addrs: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()];
+        let prog = compile(&rules(Some(MAC), &addrs));
+        assert!(prog.len() < MAX_INSNS);
+        let other_mac = [0x02, 0, 0, 0, 0, 9];
+        let own6: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let other6: [u8; 16] = "fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let ll: [u8; 16] = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+
+        assert_eq!(run(&prog, &ipv4(MAC, [10, 0, 0, 2]), false), TC_ACT_OK);
+        assert_eq!(run(&prog, &ipv4(MAC, [10, 0, 0, 2]), true), TC_ACT_SHOT);
+        assert_eq!(run(&prog, &ipv4(MAC, [10, 0, 0, 3]), false), TC_ACT_SHOT);
+        assert_eq!(
+            run(&prog, &ipv4(other_mac, [10, 0, 0, 2]), false),
+            TC_ACT_SHOT
+        );
+        // Truncated before the source address: dropped, not passed.
+        assert_eq!(
+            run(&prog, &ipv4(MAC, [10, 0, 0, 2])[..20], false),
+            TC_ACT_SHOT
+        );
+
+        assert_eq!(run(&prog, &arp(MAC, MAC, [10, 0, 0, 2]), false), TC_ACT_OK);
+        assert_eq!(run(&prog, &arp(MAC, MAC, [0, 0, 0, 0]), false), TC_ACT_OK);
+        assert_eq!(
+            run(&prog, &arp(MAC, MAC, [10, 0, 0, 3]), false),
+            TC_ACT_SHOT
+        );
+        assert_eq!(
+            run(&prog, &arp(MAC, other_mac, [10, 0, 0, 2]), false),
+            TC_ACT_SHOT
+        );
+
+        assert_eq!(run(&prog, &ipv6(MAC, own6, None), false), TC_ACT_OK);
+        assert_eq!(run(&prog, &ipv6(MAC, ll, None), false), TC_ACT_OK);
+        assert_eq!(run(&prog, &ipv6(MAC, [0; 16], None), false), TC_ACT_OK);
+        assert_eq!(run(&prog, &ipv6(MAC, other6, None), false), TC_ACT_SHOT);
+        // Neighbour advertisements: own target yes, another guest's no,
+        // even from a link-local source; router advertisements never.
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((136, own6))), false),
+            TC_ACT_OK
+        );
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((136, other6))), false),
+            TC_ACT_SHOT
+        );
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((134, [0; 16]))), false),
+            TC_ACT_SHOT
+        );
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((135, other6))), false),
+            TC_ACT_OK
+        );
+
+        // Anything else (here: an unknown ethertype) is dropped.
+        let mut odd = ipv4(MAC, [10, 0, 0, 2]);
+        odd[12] = 0x88;
+        assert_eq!(run(&prog, &odd, false), TC_ACT_SHOT);
     }
 
     #[test]

@@ -35,19 +35,12 @@ use crate::config::guest::{NetworkMode, NetworkSpec};
 use crate::config::host::{HostNetwork, VethAttachment};
 use crate::config::units::IpCidr;
 
-pub use filter::{Rule, Verdict, rules as antispoof_rules};
+pub use filter::{Rule, SockFilter, Verdict, compile as compile_filter, rules as antispoof_rules};
 use nl::{Nl, NlError};
 use ops::{Hook, Route};
 
 /// The name of the guest's interface inside its namespace, in every mode.
 pub const GUEST_IF: &str = "eth0";
-
-/// Filter priorities. Pass/drop rules live in one of two bands so that a
-/// live update can install the new set before removing the old one; the
-/// catch-all drop is the last rule of each band.
-const BAND_A: u16 = 1000;
-const BAND_B: u16 = 20000;
-const BAND_LEN: u16 = 18000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -212,9 +205,9 @@ fn default_route(spec: &NetworkSpec, gateway: IpAddr, oif: u32) -> Route {
     }
 }
 
-/// Install the anti-spoofing filters for `addrs` in whichever band is free,
-/// then remove the other band: the allowed set only ever grows to the union
-/// of old and new during the swap, and never drops to "nothing filtered".
+/// Attach the anti-spoofing filter for `addrs`, or replace the one there
+/// in a single request: the guest is never unfiltered, and never filtered
+/// by a mix of old and new rules.
 fn install_filters(
     ctx: &Ctx,
     nl: &mut Nl,
@@ -223,46 +216,12 @@ fn install_filters(
     mac: Option<[u8; 6]>,
     addrs: &[IpAddr],
 ) -> Result<(), NetError> {
-    ops::add_clsact(nl, index).map_err(|e| ctx.nl(e))?;
-    let existing = ops::filter_prios(nl, index, hook).map_err(|e| ctx.nl(e))?;
-    let in_a = existing
-        .iter()
-        .any(|p| (BAND_A..BAND_A + BAND_LEN).contains(p));
-    let (new, old) = if in_a {
-        (BAND_B, BAND_A)
-    } else {
-        (BAND_A, BAND_B)
-    };
-    let rules = filter::rules(mac, addrs);
-    if rules.len() > usize::from(BAND_LEN) {
+    let program = filter::compile(&filter::rules(mac, addrs));
+    if program.len() > filter::MAX_INSNS {
         return Err(ctx.invalid("too many addresses for the anti-spoofing filter"));
     }
-    for (i, rule) in rules.iter().enumerate() {
-        let verdict = match rule.verdict {
-            Verdict::Pass => ops::TC_ACT_OK,
-            Verdict::Drop => ops::TC_ACT_SHOT,
-        };
-        ops::add_u32(
-            nl,
-            index,
-            hook,
-            new + i as u16,
-            rule.protocol,
-            rule.keys(),
-            verdict,
-        )
-        .map_err(|e| ctx.nl(e))?;
-    }
-    let mut stale: Vec<u16> = existing
-        .into_iter()
-        .filter(|p| (old..old + BAND_LEN).contains(p))
-        .collect();
-    stale.sort_unstable();
-    stale.dedup();
-    for prio in stale {
-        ops::del_filter_prio(nl, index, hook, prio).map_err(|e| ctx.nl(e))?;
-    }
-    Ok(())
+    ops::add_clsact(nl, index).map_err(|e| ctx.nl(e))?;
+    ops::set_bpf_filter(nl, index, hook, &program).map_err(|e| ctx.nl(e))
 }
 
 fn addr_list(spec: &NetworkSpec) -> Vec<IpAddr> {
@@ -575,6 +534,18 @@ pub fn status(guest: &str, netns: &impl AsFd) -> Result<Vec<InterfaceInfo>, NetE
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
+}
+
+/// How many tc filters sit on the ingress of the guest's host end (veth
+/// mode); 0 when the host end does not exist. For status and tests.
+pub fn host_filter_count(guest: &str) -> Result<usize, NetError> {
+    let ctx = Ctx { guest };
+    let (host_if, _) = interface_names(guest);
+    let mut hnl = ctx.host_nl()?;
+    match ops::link_index(&mut hnl, &host_if).map_err(|e| ctx.nl(e))? {
+        Some(index) => ops::filter_count(&mut hnl, index, Hook::Ingress).map_err(|e| ctx.nl(e)),
+        None => Ok(0),
+    }
 }
 
 /// Host-side view for checks and `vsctl status`: the host end's index and

@@ -21,12 +21,10 @@ use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
 };
-use netlink_packet_route::tc::{
-    TcAction, TcActionAttribute, TcActionOption, TcAttribute, TcFilterU32Option, TcHandle,
-    TcMessage, TcOption, TcU32Key, TcU32Selector, TcU32SelectorFlags,
-};
+use netlink_packet_route::tc::{TcAttribute, TcFilterBpfOption, TcHandle, TcMessage, TcOption};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
+use super::filter::SockFilter;
 use super::nl::{Nl, NlResult};
 use crate::config::units::IpCidr;
 
@@ -399,108 +397,66 @@ impl Hook {
     }
 }
 
-/// `TC_ACT_OK` and `TC_ACT_SHOT` from linux/pkt_cls.h.
-pub const TC_ACT_OK: i32 = 0;
-pub const TC_ACT_SHOT: i32 = 2;
-
-/// A generic ("gact") action with a fixed verdict. netlink-packet-route has
-/// no typed gact, so its one attribute (`TCA_GACT_PARMS`, a `struct tc_gact`
-/// of five native-endian ints: index, capab, action, refcnt, bindcnt) is
-/// written by hand.
-fn gact(verdict: i32) -> TcAction {
-    const TCA_GACT_PARMS: u16 = 2;
-    let mut parms = Vec::with_capacity(20);
-    for field in [0i32, 0, verdict, 0, 0] {
-        parms.extend_from_slice(&field.to_ne_bytes());
+/// Attach (or atomically replace) the one classifier vsctl puts on a hook:
+/// a classic BPF program in direct-action mode, whose return value is the
+/// verdict (`TC_ACT_OK` 0, `TC_ACT_SHOT` 2). Classic BPF needs no verifier
+/// round trip, no BPF filesystem and no gact module (often not built).
+/// The attributes are `TCA_BPF_OPS_LEN`, `TCA_BPF_OPS` (an array of
+/// `struct sock_filter`) and `TCA_BPF_FLAGS` from linux/pkt_cls.h.
+pub fn set_bpf_filter(nl: &mut Nl, index: u32, hook: Hook, program: &[SockFilter]) -> NlResult<()> {
+    const TCA_BPF_OPS_LEN: u16 = 4;
+    const TCA_BPF_OPS: u16 = 5;
+    const TCA_BPF_FLAGS: u16 = 8;
+    const TCA_BPF_FLAG_ACT_DIRECT: u32 = 1;
+    let mut ops = Vec::with_capacity(program.len() * 8);
+    for insn in program {
+        ops.extend_from_slice(&insn.code.to_ne_bytes());
+        ops.push(insn.jt);
+        ops.push(insn.jf);
+        ops.extend_from_slice(&insn.k.to_ne_bytes());
     }
-    let mut action = TcAction::default();
-    action
-        .attributes
-        .push(TcActionAttribute::Kind("gact".into()));
-    action
-        .attributes
-        .push(TcActionAttribute::Options(vec![TcActionOption::Other(
-            DefaultNla::new(TCA_GACT_PARMS, parms),
-        )]));
-    action
-}
-
-/// A u32 filter at priority `prio` for ethertype `protocol`: when every key
-/// matches, the packet gets `verdict` and classification stops.
-pub fn add_u32(
-    nl: &mut Nl,
-    index: u32,
-    hook: Hook,
-    prio: u16,
-    protocol: u16,
-    keys: Vec<TcU32Key>,
-    verdict: i32,
-) -> NlResult<()> {
     let mut msg = TcMessage::default();
     msg.header.index = index as i32;
     msg.header.parent = hook.parent();
-    // tcm_info = TC_H_MAKE(prio << 16, htons(protocol))
-    msg.header.info = (u32::from(prio) << 16) | u32::from(protocol.to_be());
-    msg.attributes.push(TcAttribute::Kind("u32".into()));
-    let mut sel = TcU32Selector::default();
-    sel.flags = TcU32SelectorFlags::Terminal;
-    sel.nkeys = keys.len() as u8;
-    sel.keys = keys;
+    msg.header.handle = TcHandle { major: 0, minor: 1 };
+    // tcm_info = TC_H_MAKE(prio << 16, htons(ETH_P_ALL))
+    msg.header.info = (FILTER_PRIO << 16) | u32::from(0x0003u16.to_be());
+    msg.attributes.push(TcAttribute::Kind("bpf".into()));
     msg.attributes.push(TcAttribute::Options(vec![
-        TcOption::U32(TcFilterU32Option::Selector(sel)),
-        TcOption::U32(TcFilterU32Option::Action(vec![gact(verdict)])),
+        TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(
+            TCA_BPF_OPS_LEN,
+            (program.len() as u16).to_ne_bytes().to_vec(),
+        ))),
+        TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(TCA_BPF_OPS, ops))),
+        TcOption::Bpf(TcFilterBpfOption::Other(DefaultNla::new(
+            TCA_BPF_FLAGS,
+            TCA_BPF_FLAG_ACT_DIRECT.to_ne_bytes().to_vec(),
+        ))),
     ]));
-    nl.create(
+    nl.request(
         RouteNetlinkMessage::NewTrafficFilter(msg),
-        &format!("add u32 filter prio {prio} on interface {index}"),
+        NLM_F_CREATE | NLM_F_REPLACE,
+        &format!("attach anti-spoofing filter to interface {index}"),
     )
 }
 
-/// Priorities of the filters on a hook (one entry per filter node).
-pub fn filter_prios(nl: &mut Nl, index: u32, hook: Hook) -> NlResult<Vec<u16>> {
+/// The priority of vsctl's filter on each hook.
+const FILTER_PRIO: u32 = 1;
+
+/// How many filters sit on a hook (0 when the hook or device is absent).
+pub fn filter_count(nl: &mut Nl, index: u32, hook: Hook) -> NlResult<usize> {
     let mut msg = TcMessage::default();
     msg.header.index = index as i32;
     msg.header.parent = hook.parent();
-    let replies = match nl.dump(
+    match nl.dump(
         RouteNetlinkMessage::GetTrafficFilter(msg),
         &format!("list filters on interface {index}"),
     ) {
-        Ok(r) => r,
-        Err(e) if e.missing() || e.errno() == Some(libc::EINVAL) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut out = Vec::new();
-    for reply in replies {
-        if let RouteNetlinkMessage::NewTrafficFilter(f) = reply {
-            // Skip the u32 hash-table nodes the kernel reports alongside our
-            // match nodes: they carry no selector.
-            let has_selector = f.attributes.iter().any(|a| match a {
-                TcAttribute::Options(opts) => opts
-                    .iter()
-                    .any(|o| matches!(o, TcOption::U32(TcFilterU32Option::Selector(_)))),
-                _ => false,
-            });
-            if has_selector {
-                out.push((f.header.info >> 16) as u16);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Delete every filter at `prio` on a hook.
-pub fn del_filter_prio(nl: &mut Nl, index: u32, hook: Hook, prio: u16) -> NlResult<()> {
-    let mut msg = TcMessage::default();
-    msg.header.index = index as i32;
-    msg.header.parent = hook.parent();
-    msg.header.info = u32::from(prio) << 16;
-    match nl.request(
-        RouteNetlinkMessage::DelTrafficFilter(msg),
-        0,
-        &format!("delete filters prio {prio} on interface {index}"),
-    ) {
-        Ok(()) => Ok(()),
-        Err(e) if e.missing() => Ok(()),
+        Ok(r) => Ok(r
+            .iter()
+            .filter(|m| matches!(m, RouteNetlinkMessage::NewTrafficFilter(f) if f.header.handle != TcHandle::UNSPEC))
+            .count()),
+        Err(e) if e.missing() || e.errno() == Some(libc::EINVAL) => Ok(0),
         Err(e) => Err(e),
     }
 }
