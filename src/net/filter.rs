@@ -73,7 +73,7 @@ impl Rule {
         self
     }
 
-    fn from_mac(self, mac: Option<[u8; 6]>) -> Rule {
+    fn sent_by(self, mac: Option<[u8; 6]>) -> Rule {
         match mac {
             Some(mac) => self.at(-8, &mac),
             None => self,
@@ -217,11 +217,11 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
         .collect();
 
     for a in &v4 {
-        out.push(Rule::new(ETH_P_IP, Pass).from_mac(mac).at(12, a));
+        out.push(Rule::new(ETH_P_IP, Pass).sent_by(mac).at(12, a));
     }
     // ARP (Ethernet/IPv4): sha at 8..14, spa at 14..18.
     for a in v4.iter().chain(std::iter::once(&[0u8; 4])) {
-        let mut rule = Rule::new(ETH_P_ARP, Pass).from_mac(mac);
+        let mut rule = Rule::new(ETH_P_ARP, Pass).sent_by(mac);
         if let Some(mac) = mac {
             rule = rule.at(8, &mac);
         }
@@ -234,7 +234,7 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
     for a in &v6 {
         out.push(
             Rule::new(ETH_P_IPV6, Pass)
-                .from_mac(mac)
+                .sent_by(mac)
                 .at(6, &[ICMPV6])
                 .at(40, &[ND_NEIGHBOR_ADVERT])
                 .at(48, a),
@@ -242,7 +242,7 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
     }
     out.push(
         Rule::new(ETH_P_IPV6, Pass)
-            .from_mac(mac)
+            .sent_by(mac)
             .at(6, &[ICMPV6])
             .at(40, &[ND_NEIGHBOR_ADVERT])
             .masked(48, &link_local, &link_local_mask),
@@ -251,14 +251,14 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
         out.push(Rule::new(ETH_P_IPV6, Drop).at(6, &[ICMPV6]).at(40, &[kind]));
     }
     for a in &v6 {
-        out.push(Rule::new(ETH_P_IPV6, Pass).from_mac(mac).at(8, a));
+        out.push(Rule::new(ETH_P_IPV6, Pass).sent_by(mac).at(8, a));
     }
     out.push(
         Rule::new(ETH_P_IPV6, Pass)
-            .from_mac(mac)
+            .sent_by(mac)
             .masked(8, &link_local, &link_local_mask),
     );
-    out.push(Rule::new(ETH_P_IPV6, Pass).from_mac(mac).at(8, &[0u8; 16]));
+    out.push(Rule::new(ETH_P_IPV6, Pass).sent_by(mac).at(8, &[0u8; 16]));
     out.push(Rule::new(ETH_P_ALL, Drop));
     out
 }
@@ -350,7 +350,7 @@ mod tests {
             ]
         );
         let mac = Rule::new(ETH_P_IP, Verdict::Pass)
-            .from_mac(Some(MAC))
+            .sent_by(Some(MAC))
             .words();
         assert_eq!(
             mac,
