@@ -357,26 +357,60 @@ fn net_spoofed_source_address_never_reaches_another_guest() {
         "{stats}"
     );
 
-    // A spoofed ARP reply claiming C's address does not poison B's cache.
-    let _ = gb.run(&["ip", "neigh", "flush", "dev", "eth0"]);
+    // ARP: B first learns C's real MAC; after the neighbour lock time (1 s)
+    // an unsolicited ARP from A claiming C's address would override that
+    // entry. With the filter it never reaches B.
+    let c_mac = gc.ok(&["cat", "/sys/class/net/eth0/address"]);
+    let a_mac = ga.ok(&["cat", "/sys/class/net/eth0/address"]);
+    assert!(gb.ping("10.51.0.4"), "b -> c");
+    std::thread::sleep(Duration::from_millis(1200));
     let _ = ga.run(&[
         "busybox",
         "arping",
         "-U",
         "-c",
         "2",
+        "-w",
+        "2",
         "-s",
         "10.51.0.4",
         "-I",
         "eth0",
-        "10.51.0.3",
+        "10.51.0.4",
+    ]);
+    let _ = ga.run(&[
+        "busybox",
+        "arping",
+        "-A",
+        "-c",
+        "2",
+        "-w",
+        "2",
+        "-s",
+        "10.51.0.4",
+        "-I",
+        "eth0",
+        "10.51.0.4",
     ]);
     let neigh = gb.ok(&["ip", "neigh", "show", "10.51.0.4"]);
-    let a_mac = ga.ok(&["cat", "/sys/class/net/eth0/address"]);
+    assert!(neigh.contains(c_mac.trim()), "B lost C's MAC: {neigh}");
     assert!(
         !neigh.contains(a_mac.trim()),
         "B learned A's MAC for C: {neigh}"
     );
+
+    // MAC spoofing: A takes C's MAC. Its frames no longer pass, and the
+    // bridge keeps C's MAC on C's port.
+    ga.ok(&["ip", "addr", "del", "10.51.0.4/32", "dev", "eth0"]);
+    ga.ok(&["ip", "link", "set", "eth0", "address", c_mac.trim()]);
+    assert!(!ga.ping_once("10.51.0.3"), "a with c's mac reached b");
+    let (hc, _) = net::interface_names(&nc);
+    let fdb = host.ok(&["bridge", "fdb", "show", "br", "vstbr0"]);
+    let c_port = fdb
+        .lines()
+        .find(|l| l.starts_with(c_mac.trim()) && !l.contains("permanent"))
+        .unwrap_or("");
+    assert!(c_port.is_empty() || c_port.contains(&hc), "{fdb}");
 
     drop(rx);
     receiver.join().unwrap();
