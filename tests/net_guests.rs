@@ -431,7 +431,11 @@ fn net_routed_veth_guest_reachable_and_reverse_path_filtered() {
     // The host owns the gateway address on its loopback; the guest has a /32.
     host.ok(&["ip", "link", "set", "lo", "up"]);
     host.ok(&["ip", "addr", "add", "10.52.0.1/32", "dev", "lo"]);
-    let s1 = spec(&["10.52.0.10/32"], Some("10.52.0.1"), None);
+    let s1 = spec(
+        &["10.52.0.10/32", "fd00:52::10/128"],
+        Some("10.52.0.1"),
+        Some("fd00:52::1"),
+    );
     let st = host.enter(|| net::setup(&n1, &s1, &hn, &g1.file()).expect("setup"));
     let h1 = st.host_if.clone().unwrap();
     assert!(!st.bridge_created);
@@ -451,6 +455,16 @@ fn net_routed_veth_guest_reachable_and_reverse_path_filtered() {
 
     assert!(host.ping("10.52.0.10"), "host -> routed guest");
     assert!(g1.ping("10.52.0.1"), "routed guest -> gateway");
+    // IPv6: the gateway is not a host address here; the host end answers
+    // for it from its NDP proxy entry, and the host routes the /128.
+    host.ok(&["ip", "addr", "add", "fd00:52::1/128", "dev", "lo", "nodad"]);
+    assert!(host.ping("fd00:52::10"), "host -> routed guest (v6)");
+    assert!(g1.ping("fd00:52::1"), "routed guest -> gateway (v6)");
+    let proxy = host.ok(&["ip", "-6", "neigh", "show", "proxy"]);
+    assert!(
+        proxy.contains("fd00:52::1") && proxy.contains(&h1),
+        "{proxy}"
+    );
     let server = serve_once(&g1, "10.52.0.10", 8081);
     assert_eq!(
         fetch(&host, "10.52.0.10", 8081).unwrap(),

@@ -342,7 +342,7 @@ fn setup_veth(
                 ctx.sysctl("ipv4", &host_if, "rp_filter", "1")?;
                 ctx.sysctl("ipv4", &host_if, "proxy_arp", "1")?;
                 if spec.addresses.iter().any(|a| a.addr.is_ipv6()) {
-                    ctx.sysctl("ipv6", &host_if, "proxy_ndp", "1")?;
+                    enable_ndp_proxy(ctx, &host_if)?;
                 }
                 ops::link_up(&mut hnl, hidx, None).map_err(|e| ctx.nl(e))?;
                 for cidr in &spec.addresses {
@@ -362,6 +362,16 @@ fn setup_veth(
         return Err(e);
     }
     Ok(state)
+}
+
+/// Let the host end answer neighbour solicitations for the gateway. The
+/// kernel answers from its proxy table only on interfaces in router mode
+/// (`forwarding` on that interface: for IPv6 this changes the interface's
+/// host/router behaviour, not whether the host forwards, which only
+/// `all.forwarding` decides; see ip-sysctl.rst).
+fn enable_ndp_proxy(ctx: &Ctx, host_if: &str) -> Result<(), NetError> {
+    ctx.sysctl("ipv6", host_if, "forwarding", "1")?;
+    ctx.sysctl("ipv6", host_if, "proxy_ndp", "1")
 }
 
 /// Find the bridge, or create it with the guests' gateway addresses on it.
@@ -477,7 +487,7 @@ pub fn update(
     {
         let (host_if, _) = interface_names(guest);
         if new.addresses.iter().any(|a| a.addr.is_ipv6()) {
-            ctx.sysctl("ipv6", &host_if, "proxy_ndp", "1")?;
+            enable_ndp_proxy(&ctx, &host_if)?;
         }
         for cidr in &removed {
             ops::del_route(nl, &host_route(cidr.addr, idx)).map_err(|e| ctx.nl(e))?;
