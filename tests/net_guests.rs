@@ -685,3 +685,30 @@ fn net_ipvlan_guests_reachable_over_uplink() {
         .success()
     );
 }
+
+#[test]
+fn net_never_touches_a_foreign_interface_with_the_guests_name() {
+    if !root() {
+        return;
+    }
+    let host = Ns::new("fo", "h");
+    let g1 = Ns::new("fo", "g1");
+    let hn = bridge_host();
+    let n1 = guest_name("fo1");
+    let (h1, _) = net::interface_names(&n1);
+    // Someone else's interface under the name vsctl would use.
+    host.ok(&["ip", "link", "add", &h1, "type", "bridge"]);
+    let s1 = spec(&["10.56.0.2/24"], Some("10.56.0.1"), None);
+    let err = host
+        .enter(|| net::setup(&n1, &s1, &hn, &g1.file()))
+        .unwrap_err();
+    assert!(err.to_string().contains("does not belong"), "{err}");
+    assert!(host.enter(|| net::teardown(&n1, &s1, &hn)).is_err());
+    let link = host.ok(&["ip", "-d", "link", "show", &h1]);
+    assert!(
+        link.contains("bridge"),
+        "foreign interface was replaced: {link}"
+    );
+    // Nothing was left half-made inside the guest either.
+    assert!(!g1.ok(&["ip", "-o", "link"]).contains("eth0"));
+}

@@ -91,8 +91,11 @@ fn digest(guest: &str) -> [u8; 32] {
 /// Interface names for `guest`: (host end, guest end). The host end is `vs`
 /// followed by 13 hex digits (52 bits) of SHA-256 of the guest name: 15
 /// bytes, the kernel's limit, stable across restarts, and derived from the
-/// unique guest name so two guests collide only by a 2^-52 chance (which
-/// [`setup`] reports as an error rather than reusing the interface).
+/// unique guest name so two guests collide only by a 2^-52 chance. The host
+/// end also carries the alias `vsctl guest NAME`; [`setup`] and
+/// [`teardown`] never replace or delete an interface labelled otherwise, so
+/// even a collision is reported as an error rather than breaking the other
+/// guest.
 pub fn interface_names(guest: &str) -> (String, String) {
     let mut host = String::from("vs");
     for byte in &digest(guest)[..7] {
@@ -115,6 +118,12 @@ fn mac_string(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// The alias vsctl puts on a guest's host end, so that it only ever
+/// deletes or replaces interfaces it made for that guest.
+fn owner_label(guest: &str) -> String {
+    format!("vsctl guest {guest}")
 }
 
 struct Ctx<'a> {
@@ -303,9 +312,19 @@ fn setup_veth(
     match ops::add_veth(&mut hnl, &host_if, &guest_if, mac, netns.as_fd()) {
         Ok(()) => {}
         Err(e) if e.exists() => {
-            // A host end by our name is left over from an earlier run whose
-            // namespace is still held open somewhere (names are ours alone,
-            // see `interface_names`). Replace it.
+            // A host end by our name exists. If it carries this guest's
+            // label it is left over from an earlier run whose namespace is
+            // still held open somewhere: replace it. Otherwise it belongs to
+            // another guest (a hash collision) or to someone else: refuse.
+            let alias = ops::alias_of(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
+            if alias
+                .as_deref()
+                .is_some_and(|a| a != owner_label(ctx.guest))
+            {
+                return Err(ctx.invalid(format!(
+                    "interface {host_if} exists and does not belong to this guest"
+                )));
+            }
             ops::del_link(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
             ops::add_veth(&mut hnl, &host_if, &guest_if, mac, netns.as_fd())
                 .map_err(|e| ctx.nl(e))?;
@@ -320,6 +339,7 @@ fn setup_veth(
     };
     let result = (|| {
         let hidx = index_of(ctx, &mut hnl, &host_if)?;
+        ops::set_alias(&mut hnl, hidx, &owner_label(ctx.guest)).map_err(|e| ctx.nl(e))?;
         // Filter first, link up last: the guest can send nothing unfiltered.
         install_filters(
             ctx,
@@ -520,8 +540,16 @@ pub fn teardown(guest: &str, spec: &NetworkSpec, host: &HostNetwork) -> Result<(
     }
     let (host_if, _) = interface_names(guest);
     let mut hnl = ctx.host_nl()?;
-    ops::del_link(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
-    Ok(())
+    match ops::alias_of(&mut hnl, &host_if).map_err(|e| ctx.nl(e))? {
+        None => Ok(()),
+        Some(alias) if alias == owner_label(guest) => {
+            ops::del_link(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
+            Ok(())
+        }
+        Some(_) => Err(ctx.invalid(format!(
+            "interface {host_if} does not belong to this guest; left in place"
+        ))),
+    }
 }
 
 /// The interfaces and addresses inside a guest's namespace, for `vsctl

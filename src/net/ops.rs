@@ -169,6 +169,33 @@ pub fn link_up(nl: &mut Nl, index: u32, controller: Option<u32>) -> NlResult<()>
     )
 }
 
+/// Label an interface (`IFLA_IFALIAS`, shown by `ip link` as "alias").
+pub fn set_alias(nl: &mut Nl, index: u32, alias: &str) -> NlResult<()> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes
+        .push(LinkAttribute::IfAlias(alias.to_string()));
+    nl.request(
+        RouteNetlinkMessage::SetLink(msg),
+        0,
+        &format!("label interface {index}"),
+    )
+}
+
+/// The alias of interface `name`: `Ok(None)` if the interface does not
+/// exist, `Ok(Some(""))` if it has no alias.
+pub fn alias_of(nl: &mut Nl, name: &str) -> NlResult<Option<String>> {
+    Ok(link_by_name(nl, name)?.map(|link| {
+        link.attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::IfAlias(s) => Some(s.clone()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    }))
+}
+
 /// Delete interface `name`; `Ok(false)` if it did not exist.
 pub fn del_link(nl: &mut Nl, name: &str) -> NlResult<bool> {
     let mut msg = LinkMessage::default();
