@@ -22,6 +22,9 @@
 //!   poisons no cache);
 //! * IPv6 neighbour advertisements only for the guest's own addresses or
 //!   link-local targets; router advertisements and redirects never;
+//! * no IPv6 hop-by-hop, routing or destination-options headers (they would
+//!   hide an ICMPv6 type from the checks), except the 8-byte hop-by-hop
+//!   header of MLD messages from a link-local or unspecified source;
 //! * IPv6 whose source is one of the guest's addresses, link-local, or the
 //!   unspecified address (duplicate address detection);
 //! * and on a veth every allowed frame must also carry the guest's MAC as
@@ -38,6 +41,11 @@ const ICMPV6: u8 = 58;
 const ND_ROUTER_ADVERT: u8 = 134;
 const ND_NEIGHBOR_ADVERT: u8 = 136;
 const ND_REDIRECT: u8 = 137;
+const IPV6_HOPOPTS: u8 = 0;
+const IPV6_ROUTING: u8 = 43;
+const IPV6_DSTOPTS: u8 = 60;
+/// MLD query, v1 report, v1 done, v2 report.
+const MLD_TYPES: [u8; 4] = [130, 131, 132, 143];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -250,6 +258,30 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
     for kind in [ND_NEIGHBOR_ADVERT, ND_ROUTER_ADVERT, ND_REDIRECT] {
         out.push(Rule::new(ETH_P_IPV6, Drop).at(6, &[ICMPV6]).at(40, &[kind]));
     }
+    // Extension headers would hide an ICMPv6 type from the checks above.
+    // The one a guest legitimately sends is the 8-byte hop-by-hop header
+    // (router alert) in front of MLD, from a link-local or unspecified
+    // source: admit exactly that, then drop every hop-by-hop, routing and
+    // destination-options header. (Fragments may pass: Linux ignores
+    // fragmented ND messages, RFC 6980.)
+    for kind in MLD_TYPES {
+        for (src, mask) in [
+            (&link_local[..], &link_local_mask[..]),
+            (&[0u8; 16][..], &[0xffu8; 16][..]),
+        ] {
+            out.push(
+                Rule::new(ETH_P_IPV6, Pass)
+                    .sent_by(mac)
+                    .at(6, &[IPV6_HOPOPTS])
+                    .masked(8, src, mask)
+                    .at(40, &[ICMPV6, 0])
+                    .at(48, &[kind]),
+            );
+        }
+    }
+    for header in [IPV6_HOPOPTS, IPV6_ROUTING, IPV6_DSTOPTS] {
+        out.push(Rule::new(ETH_P_IPV6, Drop).at(6, &[header]));
+    }
     for a in &v6 {
         out.push(Rule::new(ETH_P_IPV6, Pass).sent_by(mac).at(8, a));
     }
@@ -414,6 +446,23 @@ mod tests {
             run(&prog, &ipv6(MAC, ll, Some((135, other6))), false),
             TC_ACT_OK
         );
+
+        // An NA hidden behind a hop-by-hop header is dropped; MLD behind
+        // the usual 8-byte router-alert header passes.
+        let hbh = |kind: u8, target: [u8; 16]| {
+            let mut f = ipv6(MAC, ll, None);
+            f[14 + 6] = 0; // next header: hop-by-hop
+            f.truncate(14 + 40);
+            f.extend_from_slice(&[58, 0, 5, 2, 0, 0, 1, 0]); // -> ICMPv6, router alert
+            f.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+            f.extend_from_slice(&target);
+            f
+        };
+        assert_eq!(run(&prog, &hbh(136, other6), false), TC_ACT_SHOT);
+        assert_eq!(run(&prog, &hbh(143, [0; 16]), false), TC_ACT_OK);
+        let mut dstopt = hbh(136, other6);
+        dstopt[14 + 6] = 60;
+        assert_eq!(run(&prog, &dstopt, false), TC_ACT_SHOT);
 
         // Anything else (here: an unknown ethertype) is dropped.
         let mut odd = ipv4(MAC, [10, 0, 0, 2]);
