@@ -698,6 +698,7 @@ fn net_never_touches_a_foreign_interface_with_the_guests_name() {
     let (h1, _) = net::interface_names(&n1);
     // Someone else's interface under the name vsctl would use.
     host.ok(&["ip", "link", "add", &h1, "type", "bridge"]);
+    host.ok(&["ip", "link", "set", &h1, "alias", "someone else"]);
     let s1 = spec(&["10.56.0.2/24"], Some("10.56.0.1"), None);
     let err = host
         .enter(|| net::setup(&n1, &s1, &hn, &g1.file()))

@@ -126,6 +126,13 @@ fn owner_label(guest: &str) -> String {
     format!("vsctl guest {guest}")
 }
 
+/// Whether a host end with this alias is ours to replace or delete. An empty
+/// alias counts: the kernel ignores `IFLA_IFALIAS` on creation, so a crash
+/// between creating the pair and labelling it leaves our name unlabelled.
+fn owned_by(alias: &str, guest: &str) -> bool {
+    alias.is_empty() || alias == owner_label(guest)
+}
+
 struct Ctx<'a> {
     guest: &'a str,
 }
@@ -317,10 +324,7 @@ fn setup_veth(
             // still held open somewhere: replace it. Otherwise it belongs to
             // another guest (a hash collision) or to someone else: refuse.
             let alias = ops::alias_of(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
-            if alias
-                .as_deref()
-                .is_some_and(|a| a != owner_label(ctx.guest))
-            {
+            if alias.as_deref().is_some_and(|a| !owned_by(a, ctx.guest)) {
                 return Err(ctx.invalid(format!(
                     "interface {host_if} exists and does not belong to this guest"
                 )));
@@ -542,7 +546,7 @@ pub fn teardown(guest: &str, spec: &NetworkSpec, host: &HostNetwork) -> Result<(
     let mut hnl = ctx.host_nl()?;
     match ops::alias_of(&mut hnl, &host_if).map_err(|e| ctx.nl(e))? {
         None => Ok(()),
-        Some(alias) if alias == owner_label(guest) => {
+        Some(alias) if owned_by(&alias, guest) => {
             ops::del_link(&mut hnl, &host_if).map_err(|e| ctx.nl(e))?;
             Ok(())
         }
