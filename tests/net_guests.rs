@@ -713,3 +713,29 @@ fn net_never_touches_a_foreign_interface_with_the_guests_name() {
     // Nothing was left half-made inside the guest either.
     assert!(!g1.ok(&["ip", "-o", "link"]).contains("eth0"));
 }
+
+#[test]
+fn net_setup_replaces_a_stale_host_end_of_the_same_guest() {
+    if !root() {
+        return;
+    }
+    let host = Ns::new("st", "h");
+    let old_ns = Ns::new("st", "old");
+    let new_ns = Ns::new("st", "new");
+    let hn = bridge_host();
+    let n1 = guest_name("st1");
+    let s1 = spec(&["10.57.0.2/24"], Some("10.57.0.1"), None);
+    host.enter(|| net::setup(&n1, &s1, &hn, &old_ns.file()).expect("first start"));
+    // The old namespace is still alive (say, held open by a stuck process)
+    // when the guest starts again in a new one.
+    host.enter(|| net::setup(&n1, &s1, &hn, &new_ns.file()).expect("restart"));
+    assert!(!old_ns.ok(&["ip", "-o", "link"]).contains("eth0"));
+    assert!(new_ns.ok(&["ip", "-o", "addr"]).contains("10.57.0.2/24"));
+    let (h1, _) = net::interface_names(&n1);
+    let alias = host.ok(&["ip", "-d", "link", "show", &h1]);
+    assert!(
+        alias.contains(&format!("alias vsctl guest {n1}")),
+        "{alias}"
+    );
+    assert!(host.ping("10.57.0.2"));
+}
