@@ -12,6 +12,7 @@ pub mod apply;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod net;
 pub mod paths;
 pub mod plan;
 pub mod render;
