@@ -9,6 +9,7 @@
 
 pub mod cgroup;
 pub mod paths;
+pub mod quota;
 pub mod rootfs;
 pub mod runtime;
 pub mod store;
