@@ -314,6 +314,15 @@ impl Ctx<'_> {
     ) -> Result<(), RootfsError> {
         let names = sys::list_xattrs(from).map_err(|e| io_err("list xattrs", path, e))?;
         for name in names {
+            // XFS also lists its on-disk ACLs as trusted.SGI_ACL_{FILE,DEFAULT}:
+            // aliases of system.posix_acl_*, copied through those (and shifted
+            // there); writing the raw alias too would undo the shift.
+            if matches!(
+                name.to_bytes(),
+                b"trusted.SGI_ACL_FILE" | b"trusted.SGI_ACL_DEFAULT"
+            ) {
+                continue;
+            }
             let value = match sys::get_xattr(from, &name) {
                 Ok(v) => v,
                 // Raced away or not readable on this object: nothing to copy.
