@@ -13,9 +13,15 @@ fn independent_trees(template: &Path, a: &Path, b: &Path) {
     let before_t = std::fs::read(template.join("etc/hostname")).unwrap();
     write_in_place(&a.join("etc/hostname"), b"GUEST-A");
     write_in_place(&a.join("usr/link2"), b"A-LINK");
-    assert_eq!(std::fs::read(template.join("etc/hostname")).unwrap(), before_t);
+    assert_eq!(
+        std::fs::read(template.join("etc/hostname")).unwrap(),
+        before_t
+    );
     assert_eq!(std::fs::read(b.join("etc/hostname")).unwrap(), before_t);
-    assert_eq!(std::fs::read(template.join("etc/link1")).unwrap(), b"linked\n");
+    assert_eq!(
+        std::fs::read(template.join("etc/link1")).unwrap(),
+        b"linked\n"
+    );
     assert_eq!(std::fs::read(b.join("etc/link1")).unwrap(), b"linked\n");
     // The hardlink pair inside guest a is still one inode.
     assert_eq!(std::fs::read(a.join("etc/link1")).unwrap(), b"A-LINK\n");
@@ -26,7 +32,10 @@ fn independent_trees(template: &Path, a: &Path, b: &Path) {
             let rel = e.path().strip_prefix(a).unwrap();
             let t = std::fs::symlink_metadata(template.join(rel)).unwrap();
             let c = e.metadata().unwrap();
-            assert!(!(t.dev() == c.dev() && t.ino() == c.ino()), "{rel:?} shares an inode");
+            assert!(
+                !(t.dev() == c.dev() && t.ino() == c.ino()),
+                "{rel:?} shares an inode"
+            );
         }
     }
 }
@@ -44,11 +53,18 @@ fn reflink_clone_is_faithful_and_independent_on_xfs() {
     let gb = fs.mnt.join("guests/b");
     let la = rootfs::build_rootfs(&template, &ga, ResolvedStrategy::Reflink, None).unwrap();
     let lb = rootfs::build_rootfs(&template, &gb, ResolvedStrategy::Reflink, None).unwrap();
-    assert_eq!(la, RootfsLayout::Tree { path: ga.join("rootfs") });
+    assert_eq!(
+        la,
+        RootfsLayout::Tree {
+            path: ga.join("rootfs")
+        }
+    );
     assert_faithful(&template, &ga.join("rootfs"));
     assert_faithful(&template, &gb.join("rootfs"));
     independent_trees(&template, &ga.join("rootfs"), &gb.join("rootfs"));
-    let RootfsLayout::Tree { path } = lb else { panic!("tree expected") };
+    let RootfsLayout::Tree { path } = lb else {
+        panic!("tree expected")
+    };
     assert_eq!(path, gb.join("rootfs"));
 }
 
@@ -62,8 +78,13 @@ fn copy_clone_is_faithful_and_independent_on_ext4() {
         rootfs::resolve(CloneStrategy::Auto, &fs.mnt).unwrap(),
         ResolvedStrategy::Overlay
     );
-    let err = rootfs::resolve(CloneStrategy::Reflink, &fs.mnt).unwrap_err().to_string();
-    assert!(err.contains("cannot reflink") && err.contains("reflink=1"), "{err}");
+    let err = rootfs::resolve(CloneStrategy::Reflink, &fs.mnt)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("cannot reflink") && err.contains("reflink=1"),
+        "{err}"
+    );
     let ga = fs.mnt.join("guests/a");
     let gb = fs.mnt.join("guests/b");
     rootfs::build_rootfs(&template, &ga, ResolvedStrategy::Copy, None).unwrap();
@@ -82,8 +103,11 @@ fn overlay_view_is_faithful_and_independent() {
     let mut guards = Vec::new();
     for g in ["a", "b"] {
         let gdir = fs.mnt.join("guests").join(g);
-        let layout = rootfs::build_rootfs(&template, &gdir, ResolvedStrategy::Overlay, None).unwrap();
-        let RootfsLayout::Overlay { lower, upper, work } = layout else { panic!("overlay expected") };
+        let layout =
+            rootfs::build_rootfs(&template, &gdir, ResolvedStrategy::Overlay, None).unwrap();
+        let RootfsLayout::Overlay { lower, upper, work } = layout else {
+            panic!("overlay expected")
+        };
         assert_eq!(lower, template);
         assert_eq!(upper, gdir.join("upper"));
         let target = gdir.join("merged");
@@ -96,9 +120,18 @@ fn overlay_view_is_faithful_and_independent() {
     assert_faithful(&template, &merged[1]);
     let before = std::fs::read(template.join("etc/hostname")).unwrap();
     write_in_place(&merged[0].join("etc/hostname"), b"GUEST-A");
-    assert_eq!(std::fs::read(template.join("etc/hostname")).unwrap(), before);
-    assert_eq!(std::fs::read(merged[1].join("etc/hostname")).unwrap(), before);
-    assert_eq!(&std::fs::read(merged[0].join("etc/hostname")).unwrap()[..7], b"GUEST-A");
+    assert_eq!(
+        std::fs::read(template.join("etc/hostname")).unwrap(),
+        before
+    );
+    assert_eq!(
+        std::fs::read(merged[1].join("etc/hostname")).unwrap(),
+        before
+    );
+    assert_eq!(
+        &std::fs::read(merged[0].join("etc/hostname")).unwrap()[..7],
+        b"GUEST-A"
+    );
     // The guest's change lives in its upper layer.
     assert!(fs.mnt.join("guests/a/upper/etc/hostname").exists());
     rootfs::unmount(&merged[1]).unwrap();
@@ -124,10 +157,20 @@ fn ownership_shift_maps_owners_acls_and_capabilities() {
         let c = std::fs::symlink_metadata(root.join(rel)).unwrap();
         assert_eq!(c.uid(), t.uid() + 100_000, "{rel:?} uid");
         assert_eq!(c.gid(), t.gid() + 100_000, "{rel:?} gid");
-        assert_eq!(c.mode(), t.mode(), "{rel:?} mode (setuid/setgid must survive the chown)");
+        assert_eq!(
+            c.mode(),
+            t.mode(),
+            "{rel:?} mode (setuid/setgid must survive the chown)"
+        );
     }
-    let acl = sh(&format!("getfacl -n '{}'", root.join("etc/owned").display()));
-    assert!(acl.contains("user:101234:rwx") && acl.contains("group:100055:r--"), "{acl}");
+    let acl = sh(&format!(
+        "getfacl -n '{}'",
+        root.join("etc/owned").display()
+    ));
+    assert!(
+        acl.contains("user:101234:rwx") && acl.contains("group:100055:r--"),
+        "{acl}"
+    );
     let dacl = sh(&format!("getfacl -n '{}'", root.join("setgid").display()));
     assert!(dacl.contains("default:user:101234:r-x"), "{dacl}");
     // A namespaced (v3) capability whose root is the shifted root.
@@ -145,9 +188,14 @@ fn ownership_shift_maps_owners_acls_and_capabilities() {
         host_base: 100_000,
         count: 1000,
     };
-    let err = rootfs::build_rootfs(&template, &fs.mnt.join("guests/small"), ResolvedStrategy::Reflink, Some(small))
-        .unwrap_err()
-        .to_string();
+    let err = rootfs::build_rootfs(
+        &template,
+        &fs.mnt.join("guests/small"),
+        ResolvedStrategy::Reflink,
+        Some(small),
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("outside the shifted range"), "{err}");
     assert!(!fs.mnt.join("guests/small/rootfs").exists());
 }
@@ -165,7 +213,15 @@ fn clone_never_follows_template_symlinks() {
     let g = fs.mnt.join("guests/x");
     rootfs::build_rootfs(&template, &g, ResolvedStrategy::Copy, None).unwrap();
     let r = g.join("rootfs");
-    assert!(std::fs::symlink_metadata(r.join("escape")).unwrap().file_type().is_symlink());
-    assert_eq!(std::fs::read_link(r.join("etc/secret")).unwrap(), outside.join("secret"));
+    assert!(
+        std::fs::symlink_metadata(r.join("escape"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(
+        std::fs::read_link(r.join("etc/secret")).unwrap(),
+        outside.join("secret")
+    );
     assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 1);
 }

@@ -34,9 +34,20 @@ fn world() -> World {
 
 impl World {
     fn assert_host_untouched(&self) {
-        assert_eq!(std::fs::read(&self.decoy).unwrap(), DECOY, "host file changed");
-        let names: Vec<_> = std::fs::read_dir(&self.decoy_dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-        assert_eq!(names, vec![std::ffi::OsString::from("shadow")], "host dir gained files");
+        assert_eq!(
+            std::fs::read(&self.decoy).unwrap(),
+            DECOY,
+            "host file changed"
+        );
+        let names: Vec<_> = std::fs::read_dir(&self.decoy_dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(
+            names,
+            vec![std::ffi::OsString::from("shadow")],
+            "host dir gained files"
+        );
     }
 }
 
@@ -53,7 +64,14 @@ fn depth_escape(root: &Path, target: &Path) -> PathBuf {
 #[test]
 fn plain_write_creates_parents_with_owner_and_mode() {
     let w = world();
-    guestfile::write(&w.root, "/etc/network/interfaces.d/eth0", b"auto eth0\n", 0o640, Some((100_000, 100_004))).unwrap();
+    guestfile::write(
+        &w.root,
+        "/etc/network/interfaces.d/eth0",
+        b"auto eth0\n",
+        0o640,
+        Some((100_000, 100_004)),
+    )
+    .unwrap();
     let p = w.root.join("etc/network/interfaces.d/eth0");
     assert_eq!(std::fs::read(&p).unwrap(), b"auto eth0\n");
     let md = std::fs::metadata(&p).unwrap();
@@ -62,10 +80,25 @@ fn plain_write_creates_parents_with_owner_and_mode() {
     let d = std::fs::metadata(w.root.join("etc/network")).unwrap();
     assert_eq!((d.uid(), d.gid()), (100_000, 100_004));
     // Rewriting replaces atomically and leaves no temporary file behind.
-    guestfile::write(&w.root, "etc/network/interfaces.d/eth0", b"auto eth1\n", 0o644, None).unwrap();
+    guestfile::write(
+        &w.root,
+        "etc/network/interfaces.d/eth0",
+        b"auto eth1\n",
+        0o644,
+        None,
+    )
+    .unwrap();
     assert_eq!(std::fs::read(&p).unwrap(), b"auto eth1\n");
-    assert_eq!(std::fs::read_dir(w.root.join("etc/network/interfaces.d")).unwrap().count(), 1);
-    assert_eq!(guestfile::read(&w.root, "/etc/network/interfaces.d/eth0").unwrap(), b"auto eth1\n");
+    assert_eq!(
+        std::fs::read_dir(w.root.join("etc/network/interfaces.d"))
+            .unwrap()
+            .count(),
+        1
+    );
+    assert_eq!(
+        guestfile::read(&w.root, "/etc/network/interfaces.d/eth0").unwrap(),
+        b"auto eth1\n"
+    );
 }
 
 #[test]
@@ -76,7 +109,10 @@ fn target_symlink_absolute_to_host_file_is_replaced() {
     w.assert_host_untouched();
     let md = std::fs::symlink_metadata(w.root.join("etc/hostname")).unwrap();
     assert!(md.is_file(), "symlink must be replaced by a regular file");
-    assert_eq!(std::fs::read(w.root.join("etc/hostname")).unwrap(), b"web1\n");
+    assert_eq!(
+        std::fs::read(w.root.join("etc/hostname")).unwrap(),
+        b"web1\n"
+    );
 }
 
 #[test]
@@ -85,7 +121,11 @@ fn target_symlink_relative_escape_is_replaced() {
     symlink(depth_escape(&w.root, &w.decoy), w.root.join("etc/hostname")).unwrap();
     guestfile::write(&w.root, "etc/hostname", b"web1\n", 0o644, None).unwrap();
     w.assert_host_untouched();
-    assert!(std::fs::symlink_metadata(w.root.join("etc/hostname")).unwrap().is_file());
+    assert!(
+        std::fs::symlink_metadata(w.root.join("etc/hostname"))
+            .unwrap()
+            .is_file()
+    );
 }
 
 #[test]
@@ -114,7 +154,11 @@ fn parent_symlink_to_host_dir_absolute_and_relative() {
     for relative in [false, true] {
         let w = world();
         std::fs::remove_dir(w.root.join("etc")).unwrap();
-        let target = if relative { depth_escape(&w.root, &w.decoy_dir) } else { w.decoy_dir.clone() };
+        let target = if relative {
+            depth_escape(&w.root, &w.decoy_dir)
+        } else {
+            w.decoy_dir.clone()
+        };
         symlink(&target, w.root.join("etc")).unwrap();
         // Inside the guest the link points at a path that does not exist:
         // the write fails or lands inside the guest, never in the host dir.
@@ -169,6 +213,10 @@ fn reads_stay_in_the_guest_and_refuse_special_files() {
     .unwrap();
     let err = guestfile::read(&w.root, "etc/disk").unwrap_err();
     assert!(err.to_string().contains("not a regular file"), "{err}");
-    nix::unistd::mkfifo(&w.root.join("etc/fifo"), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    nix::unistd::mkfifo(
+        &w.root.join("etc/fifo"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
     assert!(guestfile::read(&w.root, "etc/fifo").is_err());
 }

@@ -36,7 +36,11 @@ fn run(args: &[String]) -> Result<(), String> {
     }
     let (template, guest_dir, strategy, rest) = match args {
         [t, g, s, rest @ ..] => (t, g, s, rest),
-        _ => return Err("usage: vsctl-rootfs-dev TEMPLATE GUEST_DIR STRATEGY [--shift BASE:COUNT]".into()),
+        _ => {
+            return Err(
+                "usage: vsctl-rootfs-dev TEMPLATE GUEST_DIR STRATEGY [--shift BASE:COUNT]".into(),
+            );
+        }
     };
     let shift = match rest {
         [] => None,
@@ -51,8 +55,12 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let guest_dir = Path::new(guest_dir);
     let s = parse_strategy(strategy, guest_dir.parent().unwrap_or(Path::new(".")))?;
-    let layout = rootfs::build_rootfs(Path::new(template), guest_dir, s, shift).map_err(|e| e.to_string())?;
-    println!("{}", serde_json::to_string(&layout).map_err(|e| e.to_string())?);
+    let layout = rootfs::build_rootfs(Path::new(template), guest_dir, s, shift)
+        .map_err(|e| e.to_string())?;
+    println!(
+        "{}",
+        serde_json::to_string(&layout).map_err(|e| e.to_string())?
+    );
     Ok(())
 }
 

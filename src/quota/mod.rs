@@ -125,10 +125,25 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
             let fd = open_dir(path)?;
             let flags = match sys::quota_state_flags(fd.as_fd()) {
                 Ok(f) => f,
+                // No quotactl operations at all for this filesystem: the
+                // kernel was built without its quota support.
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+                    return Ok(if xfs {
+                        unsupported(
+                            "this kernel was built without XFS quota support (CONFIG_XFS_QUOTA)",
+                            "boot a kernel with CONFIG_XFS_QUOTA=y and mount the filesystem with -o prjquota",
+                        )
+                    } else {
+                        unsupported(
+                            "this kernel was built without quota support for ext4 (CONFIG_QUOTA, CONFIG_QFMT_V2)",
+                            "boot a kernel with CONFIG_QUOTA=y and CONFIG_QFMT_V2=y, make the filesystem with mkfs.ext4 -O quota,project and mount it with -o prjquota",
+                        )
+                    });
+                }
                 Err(e)
                     if matches!(
                         e.raw_os_error(),
-                        Some(libc::ENOSYS | libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
+                        Some(libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
                     ) =>
                 {
                     0
@@ -145,7 +160,7 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
                 ),
                 (false, false) => unsupported(
                     "ext4 project quotas are not enabled on this mount",
-                    "the filesystem needs the project and quota features (mkfs.ext4 -O quota,project, or tune2fs -O project,quota on the unmounted device) and must be mounted with -o prjquota",
+                    "the filesystem needs the project and quota features (mkfs.ext4 -O quota,project, or tune2fs -O project,quota on the unmounted device) and must be mounted with -o prjquota (kernel: CONFIG_QUOTA and CONFIG_QFMT_V2)",
                 ),
             })
         }
@@ -270,6 +285,18 @@ pub fn usage(path: &Path, project_id: u32) -> Result<DiskUsage, QuotaError> {
         }
         QuotaSupport::Unsupported { .. } => unreachable!("require() turned it into an error"),
     }
+}
+
+/// Tag the tree at `path` with `project_id` without touching limits: what
+/// [`apply`] does first on XFS/ext4. Works whenever the filesystem stores
+/// project ids (XFS; ext4 with the `project` feature), enforced or not.
+pub fn set_project(path: &Path, project_id: u32) -> Result<(), QuotaError> {
+    if project_id == 0 {
+        return Err(QuotaError::ProjectIdZero {
+            path: path.to_path_buf(),
+        });
+    }
+    tag_tree(path, project_id)
 }
 
 /// Tag every directory and regular file of the tree with `project_id`

@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed: {}\n{}",
@@ -26,9 +28,13 @@ pub fn sh(script: &str) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fs {
     /// XFS with reflink=1; `prjquota` says whether to mount with project quotas.
-    Xfs { prjquota: bool },
+    Xfs {
+        prjquota: bool,
+    },
     /// ext4; `project` adds `-O quota,project` and mounts with prjquota.
-    Ext4 { project: bool },
+    Ext4 {
+        project: bool,
+    },
     Btrfs,
 }
 
@@ -43,7 +49,16 @@ pub struct LoopFs {
 
 impl LoopFs {
     pub fn new(fs: Fs) -> LoopFs {
-        let dir = tempfile::Builder::new().prefix("vsctl-loop").tempdir_in("/tmp").unwrap();
+        LoopFs::try_new(fs).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like `new`, but a failed mount is returned (the guard already cleaned
+    /// up), for tests that skip when the kernel lacks a feature.
+    pub fn try_new(fs: Fs) -> Result<LoopFs, String> {
+        let dir = tempfile::Builder::new()
+            .prefix("vsctl-loop")
+            .tempdir_in("/tmp")
+            .unwrap();
         let img = dir.path().join("img");
         let mnt = dir.path().join("mnt");
         std::fs::create_dir(&mnt).unwrap();
@@ -54,14 +69,20 @@ impl LoopFs {
         };
         run(Command::new("truncate").args(["-s", size]).arg(&img));
         match fs {
-            Fs::Xfs { .. } => run(Command::new("mkfs.xfs").args(["-q", "-f", "-m", "reflink=1"]).arg(&img)),
-            Fs::Ext4 { project: true } => {
-                run(Command::new("mkfs.ext4").args(["-q", "-F", "-I", "256", "-O", "quota,project"]).arg(&img))
+            Fs::Xfs { .. } => run(Command::new("mkfs.xfs")
+                .args(["-q", "-f", "-m", "reflink=1"])
+                .arg(&img)),
+            Fs::Ext4 { project: true } => run(Command::new("mkfs.ext4")
+                .args(["-q", "-F", "-I", "256", "-O", "quota,project"])
+                .arg(&img)),
+            Fs::Ext4 { project: false } => {
+                run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img))
             }
-            Fs::Ext4 { project: false } => run(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&img)),
             Fs::Btrfs => run(Command::new("mkfs.btrfs").args(["-q", "-f"]).arg(&img)),
         };
-        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img)).trim().to_string();
+        let dev = run(Command::new("losetup").args(["-f", "--show"]).arg(&img))
+            .trim()
+            .to_string();
         let opts = match fs {
             Fs::Xfs { prjquota: true } | Fs::Ext4 { project: true } => Some("prjquota"),
             _ => None,
@@ -71,12 +92,22 @@ impl LoopFs {
             Fs::Ext4 { .. } => "ext4",
             Fs::Btrfs => "btrfs",
         };
-        let guard = LoopFs { mnt: mnt.clone(), dev: dev.clone(), _dir: dir };
+        let guard = LoopFs {
+            mnt: mnt.clone(),
+            dev: dev.clone(),
+            _dir: dir,
+        };
         // noatime: the comparisons read the trees, which must not move the atimes
         // being compared (explicit utimensat still sets them).
-        nix::mount::mount(Some(dev.as_str()), &mnt, Some(fstype), nix::mount::MsFlags::MS_NOATIME, opts)
-            .unwrap_or_else(|e| panic!("mount {dev} ({fstype}) at {}: {e}", mnt.display()));
-        guard
+        nix::mount::mount(
+            Some(dev.as_str()),
+            &mnt,
+            Some(fstype),
+            nix::mount::MsFlags::MS_NOATIME,
+            opts,
+        )
+        .map_err(|e| format!("mount {dev} ({fstype}, {opts:?}) at {}: {e}", mnt.display()))?;
+        Ok(guard)
     }
 }
 
@@ -96,6 +127,21 @@ impl Drop for LoopFs {
         }
         let _ = Command::new("losetup").arg("-d").arg(&self.dev).status();
     }
+}
+
+/// Whether the running kernel was built with `CONFIG_<name>=y`, from
+/// /proc/config.gz; `None` when the kernel does not expose its config.
+pub fn kernel_config(name: &str) -> Option<bool> {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("zcat /proc/config.gz")
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Some(text.lines().any(|l| l == format!("CONFIG_{name}=y")))
 }
 
 /// An overlay mount made by a test, unmounted on drop.
@@ -204,12 +250,22 @@ pub fn times(root: &Path) -> Vec<(PathBuf, i64, i64, i64, i64)> {
 /// ACLs, xattrs, numeric ids, checksums and --delete must have nothing to do.
 pub fn rsync_diff(a: &Path, b: &Path) -> String {
     let out = Command::new("rsync")
-        .args(["-aHAXn", "--checksum", "--delete", "--itemize-changes", "--numeric-ids"])
+        .args([
+            "-aHAXn",
+            "--checksum",
+            "--delete",
+            "--itemize-changes",
+            "--numeric-ids",
+        ])
         .arg(format!("{}/", a.display()))
         .arg(format!("{}/", b.display()))
         .output()
         .unwrap();
-    assert!(out.status.success(), "rsync: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "rsync: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -219,10 +275,17 @@ pub fn rsync_diff(a: &Path, b: &Path) -> String {
 pub fn assert_faithful(template: &Path, clone: &Path) {
     assert_eq!(times(template), times(clone), "timestamps differ");
     let diff = rsync_diff(template, clone);
-    assert!(diff.trim().is_empty(), "clone differs from template:\n{diff}");
+    assert!(
+        diff.trim().is_empty(),
+        "clone differs from template:\n{diff}"
+    );
     let sparse = std::fs::metadata(clone.join("sparse")).unwrap();
     assert_eq!(sparse.len(), 64 << 20);
-    assert!(sparse.blocks() * 512 < 1 << 20, "sparse file lost its holes: {} blocks", sparse.blocks());
+    assert!(
+        sparse.blocks() * 512 < 1 << 20,
+        "sparse file lost its holes: {} blocks",
+        sparse.blocks()
+    );
     let caps = sh(&format!("getcap '{}'", clone.join("bin/ping").display()));
     assert!(caps.contains("cap_net_raw"), "capability lost: {caps:?}");
     let st = std::fs::symlink_metadata(clone.join("socket")).unwrap();
