@@ -349,6 +349,10 @@ pub fn build_rootfs(
                 return Ok(RootfsLayout::Tree { path });
             }
             cleanup_partial(guest_dir)?;
+            if strategy == ResolvedStrategy::Reflink {
+                // Fail with the clear error before creating anything.
+                probe_reflink(guest_dir)?;
+            }
             let building = guest_dir.join(format!("rootfs{BUILDING}"));
             if crate::quota::is_btrfs(guest_dir) {
                 crate::quota::btrfs::create_subvolume(guest_dir, OsStr::new("rootfs.building"))
