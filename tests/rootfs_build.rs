@@ -22,8 +22,14 @@ fn existing_rootfs_is_returned_untouched() {
         let again = rootfs::build_rootfs(&template, &g, s, None).unwrap();
         assert_eq!(again, first);
     }
-    assert_eq!(std::fs::read(g.join("rootfs/etc/hostname")).unwrap(), b"precious\n");
-    assert_eq!(std::fs::read(g.join("rootfs/guest-data")).unwrap(), b"precious\n");
+    assert_eq!(
+        std::fs::read(g.join("rootfs/etc/hostname")).unwrap(),
+        b"precious\n"
+    );
+    assert_eq!(
+        std::fs::read(g.join("rootfs/guest-data")).unwrap(),
+        b"precious\n"
+    );
 
     // Same for overlay: upper is the guest's data.
     let o = fs.mnt.join("guests/o");
@@ -32,7 +38,10 @@ fn existing_rootfs_is_returned_untouched() {
     std::fs::remove_dir(o.join("work")).unwrap(); // scratch: recreated if lost
     let again = rootfs::build_rootfs(&template, &o, ResolvedStrategy::Overlay, None).unwrap();
     assert!(matches!(again, RootfsLayout::Overlay { .. }));
-    assert_eq!(std::fs::read(o.join("upper/guest-data")).unwrap(), b"precious\n");
+    assert_eq!(
+        std::fs::read(o.join("upper/guest-data")).unwrap(),
+        b"precious\n"
+    );
     assert!(o.join("work").is_dir());
 
     // A symlink where the rootfs should be is refused, not followed.
@@ -46,7 +55,13 @@ fn existing_rootfs_is_returned_untouched() {
 fn cleanup_partial_removes_only_building_dirs() {
     let tmp = tempfile::tempdir().unwrap();
     let g = tmp.path();
-    for d in ["rootfs.building/usr/bin", "upper.building/x", "rootfs/etc", "upper", "work"] {
+    for d in [
+        "rootfs.building/usr/bin",
+        "upper.building/x",
+        "rootfs/etc",
+        "upper",
+        "work",
+    ] {
         std::fs::create_dir_all(g.join(d)).unwrap();
     }
     std::fs::write(g.join("rootfs/etc/keep"), b"k").unwrap();
@@ -77,8 +92,14 @@ fn purge_unmounts_and_never_follows_symlinks() {
     std::os::unix::fs::symlink(&decoy, g.join("rootfs/escape")).unwrap();
     std::os::unix::fs::symlink("../../../../decoy/sub", g.join("rootfs/etc/rel-escape")).unwrap();
     std::fs::create_dir_all(g.join("rootfs/mnt/bound")).unwrap();
-    nix::mount::mount(Some(&decoy), &g.join("rootfs/mnt/bound"), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-        .unwrap();
+    nix::mount::mount(
+        Some(&decoy),
+        &g.join("rootfs/mnt/bound"),
+        None::<&str>,
+        nix::mount::MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
     let _bind = MountGuard(g.join("rootfs/mnt/bound"));
     rootfs::purge_rootfs(&g).unwrap();
     assert!(!g.join("rootfs").exists());
@@ -111,7 +132,11 @@ fn btrfs_guest_is_a_subvolume_and_purge_stays_on_it() {
     make_fixture(&template);
     let g = fs.mnt.join("guests/b");
     rootfs::build_rootfs(&template, &g, ResolvedStrategy::Reflink, None).unwrap();
-    assert_eq!(std::fs::metadata(g.join("rootfs")).unwrap().ino(), 256, "rootfs is not a subvolume");
+    assert_eq!(
+        std::fs::metadata(g.join("rootfs")).unwrap().ino(),
+        256,
+        "rootfs is not a subvolume"
+    );
     assert_faithful(&template, &g.join("rootfs"));
     // A nested subvolume (another filesystem as far as st_dev goes) is not
     // descended into.
@@ -136,17 +161,31 @@ fn invalid_combinations_fail_clearly() {
         &template,
         &fs.mnt.join("guests/x"),
         ResolvedStrategy::Overlay,
-        Some(IdShift { host_base: 100_000, count: 65_536 }),
+        Some(IdShift {
+            host_base: 100_000,
+            count: 65_536,
+        }),
     )
     .unwrap_err()
     .to_string();
     assert!(err.contains("overlay"), "{err}");
-    let err = rootfs::build_rootfs(&template, &fs.mnt.join("guests/y"), ResolvedStrategy::Reflink, None)
-        .unwrap_err()
-        .to_string();
+    let err = rootfs::build_rootfs(
+        &template,
+        &fs.mnt.join("guests/y"),
+        ResolvedStrategy::Reflink,
+        None,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("cannot reflink"), "{err}");
     assert!(!fs.mnt.join("guests/y/rootfs").exists());
     // The failed attempt left only a partial build, which the next build clears.
-    rootfs::build_rootfs(&template, &fs.mnt.join("guests/y"), ResolvedStrategy::Copy, None).unwrap();
+    rootfs::build_rootfs(
+        &template,
+        &fs.mnt.join("guests/y"),
+        ResolvedStrategy::Copy,
+        None,
+    )
+    .unwrap();
     assert!(!fs.mnt.join("guests/y/rootfs.building").exists());
 }
