@@ -150,7 +150,7 @@ fn exercise(guest: &Path, project: u32, inodes: bool) {
         std::fs::create_dir(&files).unwrap();
         let (n, err) = touch_many(&files, 200);
         assert!(
-            n <= 20 && n >= 15,
+            (15..=20).contains(&n),
             "created {n} files under a limit of 19 more"
         );
         assert!(err.contains("Disk quota exceeded"), "stderr: {err}");

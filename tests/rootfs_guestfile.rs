@@ -195,9 +195,8 @@ fn deep_parent_chain_escape() {
 fn reads_stay_in_the_guest_and_refuse_special_files() {
     let w = world();
     symlink(&w.decoy, w.root.join("etc/shadow")).unwrap();
-    match guestfile::read(&w.root, "/etc/shadow") {
-        Ok(data) => assert_ne!(data, DECOY),
-        Err(_) => {}
+    if let Ok(data) = guestfile::read(&w.root, "/etc/shadow") {
+        assert_ne!(data, DECOY);
     }
     symlink(depth_escape(&w.root, &w.decoy), w.root.join("etc/rel")).unwrap();
     if let Ok(data) = guestfile::read(&w.root, "etc/rel") {

@@ -328,20 +328,6 @@ pub(crate) fn btrfs_search(
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn struct_sizes_match_the_kernel() {
-        assert_eq!(std::mem::size_of::<super::FsDiskQuota>(), 112);
-        assert_eq!(std::mem::size_of::<super::FsXattr>(), 28);
-        assert_eq!(std::mem::size_of::<super::BtrfsVolArgs>(), 4096);
-        assert_eq!(std::mem::size_of::<super::BtrfsInoLookup>(), 4096);
-        assert_eq!(std::mem::size_of::<super::BtrfsSearchArgs>(), 4096);
-        assert_eq!(std::mem::size_of::<super::BtrfsSearchKey>(), 104);
-        assert_eq!(std::mem::size_of::<super::BtrfsQgroupLimitArgs>(), 48);
-    }
-}
-
 /// Q_XGETQSTATV: XQM_CMD(8); struct fs_quota_statv is 160 bytes, its u16
 /// qs_flags at offset 2, input qs_version (offset 0) must be 1.
 const Q_XGETQSTATV: i32 = (b'X' as i32) << 8 | 8;
@@ -359,4 +345,18 @@ pub(crate) fn quota_state_flags(fd: BorrowedFd<'_>) -> io::Result<u16> {
     // (160 bytes, 8-aligned) into st, which we own.
     unsafe { quotactl_fd(fd, qcmd(Q_XGETQSTATV, PRJQUOTA), 0, (&raw mut st).cast())? };
     Ok(u16::from_ne_bytes([st.0[2], st.0[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn struct_sizes_match_the_kernel() {
+        assert_eq!(std::mem::size_of::<super::FsDiskQuota>(), 112);
+        assert_eq!(std::mem::size_of::<super::FsXattr>(), 28);
+        assert_eq!(std::mem::size_of::<super::BtrfsVolArgs>(), 4096);
+        assert_eq!(std::mem::size_of::<super::BtrfsInoLookup>(), 4096);
+        assert_eq!(std::mem::size_of::<super::BtrfsSearchArgs>(), 4096);
+        assert_eq!(std::mem::size_of::<super::BtrfsSearchKey>(), 104);
+        assert_eq!(std::mem::size_of::<super::BtrfsQgroupLimitArgs>(), 48);
+    }
 }
