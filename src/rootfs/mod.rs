@@ -309,14 +309,30 @@ fn open_dir(p: &Path) -> Result<std::os::fd::OwnedFd, RootfsError> {
     .map_err(|e| io_err("open", p, e))
 }
 
+/// How much of the new tree must be made durable before it is published.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// A whole cloned tree: syncfs, one flush instead of one fsync per file.
+    Filesystem,
+    /// A single new (empty) directory: fsync it alone.
+    Directory,
+}
+
 /// Move `name.building` to `name` inside `dir`, never replacing anything, and
 /// make the rename durable.
-fn publish(dir: &Path, name: &str) -> Result<(), RootfsError> {
+fn publish(dir: &Path, name: &str, durability: Durability) -> Result<(), RootfsError> {
     let dfd = open_dir(dir)?;
     let tmp = format!("{name}{BUILDING}");
     // Data and metadata of the new tree reach the disk before the name that
     // declares it complete.
-    nix::unistd::syncfs(&dfd).map_err(|e| io_err("syncfs", dir, e))?;
+    match durability {
+        Durability::Filesystem => nix::unistd::syncfs(&dfd).map_err(|e| io_err("syncfs", dir, e))?,
+        Durability::Directory => {
+            let p = dir.join(&tmp);
+            let fd = open_dir(&p)?;
+            nix::unistd::fsync(&fd).map_err(|e| io_err("fsync", &p, e))?;
+        }
+    }
     renameat2(
         &dfd,
         tmp.as_str(),
@@ -362,7 +378,7 @@ pub fn build_rootfs(
                     })?;
             }
             clone_tree(template_tree, &building, strategy, shift)?;
-            publish(guest_dir, "rootfs")?;
+            publish(guest_dir, "rootfs", Durability::Filesystem)?;
             Ok(RootfsLayout::Tree { path })
         }
         ResolvedStrategy::Overlay => {
@@ -409,7 +425,7 @@ pub fn build_rootfs(
             }
             // The merged root takes its attributes from the upper root.
             copy_root_attrs(template_tree, &building)?;
-            publish(guest_dir, "upper")?;
+            publish(guest_dir, "upper", Durability::Directory)?;
             Ok(layout)
         }
     }
