@@ -159,7 +159,6 @@ printf '%-52s %9s ms %10s\n' "cp -a --reflink=always" "$(median <"$WORK/cp.ms")"
 printf '%-52s %9s ms %10s\n' "vsctl clone_tree (reflink)" "$(median <"$WORK/vs.ms")" ""
 printf '%-52s %12s %10s\n' "  ratio vsctl / cp (median of per-round ratios)" "$(median <"$WORK/ratio")" "<= 1.0"
 printf '%-52s %9s ms %10s\n' "vsctl build_rootfs (reflink, + syncfs + rename)" "$(median <"$WORK/build.ms")" ""
-
 printf '%-52s %12s %10s\n' "new disk of $CLONES vsctl reflink clones / template" "${disk_ratio}x" "< 1.1x"
 printf '%-52s %9s MiB %9s\n' "  new disk per clone: vsctl" "$per_clone" ""
 printf '%-52s %9s MiB %9s\n' "  new disk per clone: cp -a --reflink=always" "$per_cp" ""

@@ -86,6 +86,14 @@ struct Queue {
     failed: bool,
 }
 
+/// What a new entry in one destination directory gets without being asked:
+/// its owner (our euid, and the directory's gid if it is setgid) and, if the
+/// directory has a default ACL, an inherited access ACL.
+struct DirCx {
+    new_owner: (u32, u32),
+    inherits_acl: bool,
+}
+
 struct DirTimes {
     rel: PathBuf,
     atime: TimeSpec,
@@ -185,6 +193,7 @@ pub(crate) fn clone_into(
             &XattrTarget::Fd(ctx.src_root.as_fd()),
             &XattrTarget::Fd(d),
             src,
+            false,
         )?;
         fchmod(d, Mode::from_bits_truncate(src_st.st_mode & 0o7777))
             .map_err(|e| io_err("chmod", dst, e))?;
@@ -301,6 +310,23 @@ impl Ctx<'_> {
         }
     }
 
+    /// chown only when the new entry's automatic owner is not already the
+    /// wanted one: on XFS every chown is a logged transaction.
+    fn owner_if_needed(
+        &self,
+        fd: BorrowedFd<'_>,
+        dcx: &DirCx,
+        st: &Stat,
+        path: &Path,
+    ) -> Result<(), RootfsError> {
+        let (u, g) = self.uid_gid(st, path)?;
+        if (u, g) == dcx.new_owner {
+            return Ok(());
+        }
+        fchown(fd, Some(Uid::from_raw(u)), Some(Gid::from_raw(g)))
+            .map_err(|e| io_err("chown", path, e))
+    }
+
     fn apply_owner_fd(
         &self,
         fd: BorrowedFd<'_>,
@@ -320,8 +346,22 @@ impl Ctx<'_> {
         from: &XattrTarget<'_>,
         to: &XattrTarget<'_>,
         path: &Path,
+        strip_inherited: bool,
     ) -> Result<(), RootfsError> {
         let names = sys::list_xattrs(from).map_err(|e| io_err("list xattrs", path, e))?;
+        if strip_inherited {
+            // Created under a default ACL, the new entry got ACLs the
+            // template entry does not have: remove those.
+            for acl in [c"system.posix_acl_access", c"system.posix_acl_default"] {
+                if !names.iter().any(|n| n.as_c_str() == acl) {
+                    sys::remove_xattr(to, acl).map_err(|e| RootfsError::Xattr {
+                        path: path.to_path_buf(),
+                        name: acl.to_string_lossy().into_owned(),
+                        source: e,
+                    })?;
+                }
+            }
+        }
         for name in names {
             // XFS also lists its on-disk ACLs as trusted.SGI_ACL_{FILE,DEFAULT}:
             // aliases of system.posix_acl_*, copied through those (and shifted
@@ -358,6 +398,22 @@ impl Ctx<'_> {
             beneath_dir(self.src_root.as_fd(), rel).map_err(|e| io_err("open", &src_path, e))?;
         let ddir =
             beneath_dir(self.dst_root.as_fd(), rel).map_err(|e| io_err("open", &dst_path, e))?;
+        let dst_st = fstat(&ddir).map_err(|e| io_err("stat", &dst_path, e))?;
+        let dcx = DirCx {
+            new_owner: (
+                nix::unistd::geteuid().as_raw(),
+                if dst_st.st_mode & libc::S_ISGID != 0 {
+                    dst_st.st_gid
+                } else {
+                    nix::unistd::getegid().as_raw()
+                },
+            ),
+            inherits_acl: sys::get_xattr(
+                &XattrTarget::Fd(ddir.as_fd()),
+                c"system.posix_acl_default",
+            )
+            .is_ok(),
+        };
         let names: Vec<OsString> = {
             let dup = sdir.try_clone().map_err(|e| io_err("dup", &src_path, e))?;
             let mut d = Dir::from_fd(dup).map_err(|e| io_err("opendir", &src_path, e))?;
@@ -376,7 +432,7 @@ impl Ctx<'_> {
             if self.queue.lock().unwrap().failed {
                 return Ok(());
             }
-            self.clone_entry(&sdir, &ddir, rel, &name)?;
+            self.clone_entry(&sdir, &ddir, &dcx, rel, &name)?;
         }
         Ok(())
     }
@@ -385,6 +441,7 @@ impl Ctx<'_> {
         &self,
         sdir: &OwnedFd,
         ddir: &OwnedFd,
+        dcx: &DirCx,
         rel_dir: &Path,
         name: &OsStr,
     ) -> Result<(), RootfsError> {
@@ -398,7 +455,7 @@ impl Ctx<'_> {
         }
         let fmt = st.st_mode & libc::S_IFMT;
         if fmt == libc::S_IFDIR {
-            return self.clone_subdir(sdir, ddir, rel, name, &st);
+            return self.clone_subdir(sdir, ddir, dcx, rel, name, &st);
         }
         if st.st_nlink > 1 {
             let key = (st.st_dev, st.st_ino);
@@ -411,12 +468,12 @@ impl Ctx<'_> {
             map.insert(key, rel.clone());
         }
         match fmt {
-            libc::S_IFREG => self.clone_file(sdir, ddir, name, &st, &spath, &dpath),
+            libc::S_IFREG => self.clone_file(sdir, ddir, dcx, name, &st, &spath, &dpath),
             libc::S_IFLNK => {
                 let target = readlinkat(sdir, name).map_err(|e| io_err("readlink", &spath, e))?;
                 symlinkat(target.as_os_str(), ddir, name)
                     .map_err(|e| io_err("symlink", &dpath, e))?;
-                self.special_meta(sdir, ddir, name, &st, &spath, &dpath, true)
+                self.special_meta(sdir, ddir, dcx, name, &st, &spath, &dpath, true)
             }
             libc::S_IFCHR | libc::S_IFBLK | libc::S_IFIFO | libc::S_IFSOCK => {
                 let kind = SFlag::from_bits_truncate(fmt);
@@ -428,7 +485,7 @@ impl Ctx<'_> {
                     st.st_rdev,
                 )
                 .map_err(|e| io_err("mknod", &dpath, e))?;
-                self.special_meta(sdir, ddir, name, &st, &spath, &dpath, false)
+                self.special_meta(sdir, ddir, dcx, name, &st, &spath, &dpath, false)
             }
             _ => Err(RootfsError::UnknownFileType { path: spath }),
         }
@@ -438,6 +495,7 @@ impl Ctx<'_> {
         &self,
         sdir: &OwnedFd,
         ddir: &OwnedFd,
+        dcx: &DirCx,
         rel: PathBuf,
         name: &OsStr,
         st: &Stat,
@@ -452,11 +510,12 @@ impl Ctx<'_> {
         same_inode(&sfd, st, &spath)?;
         let dfd =
             openat(ddir, name, dflags, Mode::empty()).map_err(|e| io_err("open", &dpath, e))?;
-        self.apply_owner_fd(dfd.as_fd(), st, &dpath)?;
+        self.owner_if_needed(dfd.as_fd(), dcx, st, &dpath)?;
         self.copy_xattrs(
             &XattrTarget::Fd(sfd.as_fd()),
             &XattrTarget::Fd(dfd.as_fd()),
             &dpath,
+            dcx.inherits_acl,
         )?;
         fchmod(&dfd, Mode::from_bits_truncate(st.st_mode & 0o7777))
             .map_err(|e| io_err("chmod", &dpath, e))?;
@@ -470,10 +529,12 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn clone_file(
         &self,
         sdir: &OwnedFd,
         ddir: &OwnedFd,
+        dcx: &DirCx,
         name: &OsStr,
         st: &Stat,
         spath: &Path,
@@ -510,11 +571,12 @@ impl Ctx<'_> {
                 }
             }
         }
-        self.apply_owner_fd(dfd.as_fd(), st, dpath)?;
+        self.owner_if_needed(dfd.as_fd(), dcx, st, dpath)?;
         self.copy_xattrs(
             &XattrTarget::Fd(sfd.as_fd()),
             &XattrTarget::Fd(dfd.as_fd()),
             dpath,
+            dcx.inherits_acl,
         )?;
         fchmod(&dfd, Mode::from_bits_truncate(st.st_mode & 0o7777))
             .map_err(|e| io_err("chmod", dpath, e))?;
@@ -531,6 +593,7 @@ impl Ctx<'_> {
         &self,
         sdir: &OwnedFd,
         ddir: &OwnedFd,
+        dcx: &DirCx,
         name: &OsStr,
         st: &Stat,
         spath: &Path,
@@ -538,14 +601,16 @@ impl Ctx<'_> {
         is_symlink: bool,
     ) -> Result<(), RootfsError> {
         let (u, g) = self.uid_gid(st, dpath)?;
-        fchownat(
-            ddir,
-            name,
-            Some(Uid::from_raw(u)),
-            Some(Gid::from_raw(g)),
-            AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .map_err(|e| io_err("chown", dpath, e))?;
+        if (u, g) != dcx.new_owner {
+            fchownat(
+                ddir,
+                name,
+                Some(Uid::from_raw(u)),
+                Some(Gid::from_raw(g)),
+                AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(|e| io_err("chown", dpath, e))?;
+        }
         let pflags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
         let sfd =
             openat(sdir, name, pflags, Mode::empty()).map_err(|e| io_err("open", spath, e))?;
@@ -556,6 +621,7 @@ impl Ctx<'_> {
             &XattrTarget::ProcFd(sfd.as_fd()),
             &XattrTarget::ProcFd(dfd.as_fd()),
             dpath,
+            dcx.inherits_acl && !is_symlink,
         )?;
         if !is_symlink {
             // The node was created by us in a directory only we write to, so

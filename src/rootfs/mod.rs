@@ -326,7 +326,9 @@ fn publish(dir: &Path, name: &str, durability: Durability) -> Result<(), RootfsE
     // Data and metadata of the new tree reach the disk before the name that
     // declares it complete.
     match durability {
-        Durability::Filesystem => nix::unistd::syncfs(&dfd).map_err(|e| io_err("syncfs", dir, e))?,
+        Durability::Filesystem => {
+            nix::unistd::syncfs(&dfd).map_err(|e| io_err("syncfs", dir, e))?
+        }
         Durability::Directory => {
             let p = dir.join(&tmp);
             let fd = open_dir(&p)?;

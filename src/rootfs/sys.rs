@@ -144,3 +144,24 @@ pub(crate) fn set_xattr(target: &XattrTarget<'_>, name: &CStr, value: &[u8]) -> 
     }
     Ok(())
 }
+
+/// Remove one extended attribute; a missing one is not an error.
+pub(crate) fn remove_xattr(target: &XattrTarget<'_>, name: &CStr) -> io::Result<()> {
+    let rc = match target {
+        // SAFETY: name is NUL-terminated and lives across the call.
+        XattrTarget::Fd(fd) => unsafe { libc::fremovexattr(fd.as_raw_fd(), name.as_ptr()) },
+        XattrTarget::ProcFd(fd) => {
+            let p = proc_path(*fd);
+            // SAFETY: p and name are NUL-terminated and live across the call.
+            unsafe { libc::removexattr(p.as_ptr(), name.as_ptr()) }
+        }
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ENODATA) {
+            return Ok(());
+        }
+        return Err(e);
+    }
+    Ok(())
+}

@@ -180,6 +180,9 @@ setfattr -n user.dirattr -v d usr
 setfacl -m u:1234:rwx,g:55:r etc/owned
 setfacl -d -m u:1234:rx,g:55:rx setgid
 setfacl -m u:1234:rx setgid
+printf 'plain\n' > setgid/plain; setfacl -b setgid/plain
+mkdir setgid/noacl; setfacl -b -k setgid/noacl
+printf 'inherited\n' > setgid/inherited
 printf 'linked\n' > etc/link1; ln etc/link1 usr/link2; chown 7:8 etc/link1
 ln -s /nonexistent/target dangling
 ln -s /etc/passwd abs
