@@ -78,6 +78,18 @@ fn cleanup_partial_removes_only_building_dirs() {
 }
 
 #[test]
+fn purge_refuses_a_symlinked_guest_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    std::fs::create_dir_all(real.join("rootfs/etc")).unwrap();
+    std::fs::write(real.join("rootfs/etc/keep"), b"k").unwrap();
+    let link = tmp.path().join("guest");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    assert!(rootfs::purge_rootfs(&link).is_err());
+    assert_eq!(std::fs::read(real.join("rootfs/etc/keep")).unwrap(), b"k");
+}
+
+#[test]
 fn purge_unmounts_and_never_follows_symlinks() {
     let fs = LoopFs::new(Fs::Ext4 { project: false });
     let template = fs.mnt.join("template");

@@ -55,8 +55,13 @@ fn run(args: &[String]) -> Result<(), String> {
     };
     let guest_dir = Path::new(guest_dir);
     let s = parse_strategy(strategy, guest_dir.parent().unwrap_or(Path::new(".")))?;
+    let t0 = std::time::Instant::now();
     let layout = rootfs::build_rootfs(Path::new(template), guest_dir, s, shift)
         .map_err(|e| e.to_string())?;
+    if std::env::var_os("VSCTL_DEV_TIMING").is_some() {
+        // In-process time of the library call, for benches/clone.sh.
+        eprintln!("build_rootfs_us {}", t0.elapsed().as_micros());
+    }
     println!(
         "{}",
         serde_json::to_string(&layout).map_err(|e| e.to_string())?

@@ -166,7 +166,9 @@ pub fn write(
     let mut tmp_name = String::new();
     let mut file = None;
     for attempt in 0..100u32 {
-        tmp_name = format!(".{name}.vsctl-tmp-{}-{attempt}", std::process::id());
+        // Bounded, so a long target name cannot push it past NAME_MAX.
+        let short: String = name.chars().take(64).collect();
+        tmp_name = format!(".{short}.vsctl-tmp-{}-{attempt}", std::process::id());
         match openat(
             &parent,
             tmp_name.as_str(),

@@ -478,6 +478,18 @@ pub fn cleanup_partial(guest_dir: &Path) -> Result<(), RootfsError> {
 /// --purge`). Everything mounted at or below `guest_dir` is detached first;
 /// the delete walk never follows symlinks nor crosses filesystems.
 pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
+    // The guest directory itself must be a real directory: a symlink there
+    // would aim the delete at whatever it points to.
+    match std::fs::symlink_metadata(guest_dir) {
+        Ok(md) if md.is_dir() => {}
+        Ok(_) => {
+            return Err(RootfsError::NotADirectory {
+                path: guest_dir.to_path_buf(),
+            });
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("stat", guest_dir, e)),
+    }
     let guest_dir = match std::fs::canonicalize(guest_dir) {
         Ok(p) => p,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
