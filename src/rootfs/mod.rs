@@ -509,3 +509,57 @@ pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strategy_config_spelling() {
+        #[derive(serde::Deserialize)]
+        struct Cfg {
+            strategy: CloneStrategy,
+        }
+        for (s, want) in [
+            ("auto", CloneStrategy::Auto),
+            ("reflink", CloneStrategy::Reflink),
+            ("overlay", CloneStrategy::Overlay),
+            ("copy", CloneStrategy::Copy),
+        ] {
+            let c: Cfg = toml::from_str(&format!("strategy = \"{s}\"")).unwrap();
+            assert_eq!(c.strategy, want);
+        }
+        assert!(toml::from_str::<Cfg>("strategy = \"hardlink\"").is_err());
+    }
+
+    #[test]
+    fn layout_round_trips_through_json() {
+        for l in [
+            RootfsLayout::Tree {
+                path: "/var/lib/vsctl/guests/a/rootfs".into(),
+            },
+            RootfsLayout::Overlay {
+                lower: "/var/lib/vsctl/templates/t".into(),
+                upper: "/var/lib/vsctl/guests/a/upper".into(),
+                work: "/var/lib/vsctl/guests/a/work".into(),
+            },
+        ] {
+            let j = serde_json::to_string(&l).unwrap();
+            assert_eq!(serde_json::from_str::<RootfsLayout>(&j).unwrap(), l);
+        }
+        let j = serde_json::to_value(RootfsLayout::Tree { path: "/x".into() }).unwrap();
+        assert_eq!(j["kind"], "tree");
+    }
+
+    #[test]
+    fn overlay_is_not_a_tree() {
+        let e = clone_tree(
+            Path::new("/nonexistent-src"),
+            Path::new("/nonexistent-dst"),
+            ResolvedStrategy::Overlay,
+            None,
+        )
+        .unwrap_err();
+        assert!(matches!(e, RootfsError::OverlayIsNotATree { .. }));
+    }
+}
