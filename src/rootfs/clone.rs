@@ -559,7 +559,9 @@ impl Ctx<'_> {
             ddir,
             name,
             OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::from_bits_truncate(0o600),
+            // Created with its final permission bits (umask permitting) so
+            // the chmod below is usually unnecessary; special bits come later.
+            Mode::from_bits_truncate(st.st_mode & 0o777),
         )
         .map_err(|e| io_err("create", dpath, e))?;
         if st.st_size > 0 {
@@ -578,8 +580,14 @@ impl Ctx<'_> {
             dpath,
             dcx.inherits_acl,
         )?;
-        fchmod(&dfd, Mode::from_bits_truncate(st.st_mode & 0o7777))
-            .map_err(|e| io_err("chmod", dpath, e))?;
+        // chmod only when the mode is not already right (umask, ACL mask,
+        // setuid/setgid/sticky): on XFS each chmod is a logged transaction,
+        // an fstat is not. Checked after chown and xattrs, which can change it.
+        let want = st.st_mode & 0o7777;
+        let now = fstat(&dfd).map_err(|e| io_err("stat", dpath, e))?;
+        if now.st_mode & 0o7777 != want {
+            fchmod(&dfd, Mode::from_bits_truncate(want)).map_err(|e| io_err("chmod", dpath, e))?;
+        }
         let (a, m) = times_of(st);
         futimens(&dfd, &a, &m).map_err(|e| io_err("set times", dpath, e))?;
         Ok(())

@@ -174,6 +174,7 @@ printf 'sgid\n' > bin/wall; chown 0:5 bin/wall; chmod 2755 bin/wall
 chmod 1777 sticky
 chown 0:50 setgid; chmod 2775 setgid
 printf 'owned\n' > etc/owned; chown 1000:1001 etc/owned; chmod 0640 etc/owned
+printf 'w\n' > etc/world-writable; chmod 0666 etc/world-writable
 setfattr -n trusted.vsctl -v trustedvalue etc/owned
 setfattr -n user.vsctl -v uservalue etc/owned
 setfattr -n user.dirattr -v d usr
