@@ -319,6 +319,7 @@ fn overlay_upper_is_the_quota_tree(fs: LoopFs) {
     let template = fs.mnt.join("template");
     std::fs::create_dir_all(template.join("etc")).unwrap();
     std::fs::write(template.join("etc/big"), vec![0u8; 4 << 20]).unwrap();
+    std::fs::write(template.join("etc/small"), b"small\n").unwrap();
     let g = fs.mnt.join("guests/o");
     let layout = vsctl::rootfs::build_rootfs(
         &template,
@@ -327,11 +328,13 @@ fn overlay_upper_is_the_quota_tree(fs: LoopFs) {
         None,
     )
     .unwrap();
+    let quota_root = layout.quota_root().to_path_buf();
+    assert_eq!(quota_root, g.join("overlay"));
     let vsctl::rootfs::RootfsLayout::Overlay { lower, upper, work } = layout else {
         panic!()
     };
     quota::apply(
-        &upper,
+        &quota_root,
         99,
         &DiskLimits {
             bytes: Some(2 * MIB),
@@ -350,4 +353,18 @@ fn overlay_upper_is_the_quota_tree(fs: LoopFs) {
     );
     let (ok, err) = dd(&merged.join("new"), 4);
     assert!(!ok && err.contains("Disk quota exceeded"), "{err}");
+    std::fs::remove_file(merged.join("new")).unwrap();
+    // Copy-up (a lower file modified in the guest) goes through the work
+    // directory and a rename/link into upper: it must not hit EXDEV from a
+    // project-id or subvolume boundary between work and upper.
+    write_in_place(&merged.join("etc/small"), b"GUEST");
+    assert_eq!(std::fs::read(merged.join("etc/small")).unwrap(), b"GUEST\n");
+    assert_eq!(
+        std::fs::read(template.join("etc/small")).unwrap(),
+        b"small\n"
+    );
+    // Replacing a file (whiteout + create over it) also uses the work dir.
+    std::fs::remove_file(merged.join("etc/small")).unwrap();
+    std::fs::write(merged.join("etc/small"), b"again\n").unwrap();
+    std::fs::create_dir(merged.join("etc/newdir")).unwrap();
 }

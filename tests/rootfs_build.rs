@@ -34,15 +34,19 @@ fn existing_rootfs_is_returned_untouched() {
     // Same for overlay: upper is the guest's data.
     let o = fs.mnt.join("guests/o");
     rootfs::build_rootfs(&template, &o, ResolvedStrategy::Overlay, None).unwrap();
-    std::fs::write(o.join("upper/guest-data"), b"precious\n").unwrap();
-    std::fs::remove_dir(o.join("work")).unwrap(); // scratch: recreated if lost
+    std::fs::write(o.join("overlay/upper/guest-data"), b"precious\n").unwrap();
+    std::fs::remove_dir(o.join("overlay/work")).unwrap(); // scratch: recreated if lost
     let again = rootfs::build_rootfs(&template, &o, ResolvedStrategy::Overlay, None).unwrap();
     assert!(matches!(again, RootfsLayout::Overlay { .. }));
     assert_eq!(
-        std::fs::read(o.join("upper/guest-data")).unwrap(),
+        std::fs::read(o.join("overlay/upper/guest-data")).unwrap(),
         b"precious\n"
     );
-    assert!(o.join("work").is_dir());
+    assert!(o.join("overlay/work").is_dir());
+    // A published overlay whose upper vanished is an error, not a rebuild.
+    std::fs::rename(o.join("overlay/upper"), o.join("upper-moved")).unwrap();
+    assert!(rootfs::build_rootfs(&template, &o, ResolvedStrategy::Overlay, None).is_err());
+    assert!(!o.join("overlay/upper").exists());
 
     // A symlink where the rootfs should be is refused, not followed.
     let s = fs.mnt.join("guests/s");
@@ -57,10 +61,10 @@ fn cleanup_partial_removes_only_building_dirs() {
     let g = tmp.path();
     for d in [
         "rootfs.building/usr/bin",
-        "upper.building/x",
+        "overlay.building/upper/x",
         "rootfs/etc",
-        "upper",
-        "work",
+        "overlay/upper",
+        "overlay/work",
     ] {
         std::fs::create_dir_all(g.join(d)).unwrap();
     }
@@ -71,9 +75,13 @@ fn cleanup_partial_removes_only_building_dirs() {
     std::os::unix::fs::symlink(decoy.path(), g.join("rootfs.building/usr/escape")).unwrap();
     rootfs::cleanup_partial(g).unwrap();
     assert!(!g.join("rootfs.building").exists());
-    assert!(!g.join("upper.building").exists());
+    assert!(!g.join("overlay.building").exists());
     assert_eq!(std::fs::read(g.join("rootfs/etc/keep")).unwrap(), b"k");
-    assert!(g.join("upper").is_dir() && g.join("work").is_dir() && g.join("record.json").is_file());
+    assert!(
+        g.join("overlay/upper").is_dir()
+            && g.join("overlay/work").is_dir()
+            && g.join("record.json").is_file()
+    );
     assert_eq!(std::fs::read(decoy.path().join("f")).unwrap(), b"d");
 }
 
@@ -130,7 +138,7 @@ fn purge_unmounts_and_never_follows_symlinks() {
     let _m = MountGuard(merged.clone());
     std::fs::write(merged.join("etc/new"), b"guest").unwrap();
     rootfs::purge_rootfs(&o).unwrap();
-    assert!(!o.join("upper").exists() && !o.join("work").exists());
+    assert!(!o.join("overlay").exists());
     // The template (lower layer) is intact.
     assert_eq!(rsync_diff(&template, &template), "");
     assert!(template.join("etc/hostname").is_file());

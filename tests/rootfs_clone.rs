@@ -109,7 +109,8 @@ fn overlay_view_is_faithful_and_independent() {
             panic!("overlay expected")
         };
         assert_eq!(lower, template);
-        assert_eq!(upper, gdir.join("upper"));
+        assert_eq!(upper, gdir.join("overlay/upper"));
+        assert_eq!(work, gdir.join("overlay/work"));
         let target = gdir.join("merged");
         std::fs::create_dir(&target).unwrap();
         rootfs::mount_overlay(&lower, &upper, &work, &target).unwrap();
@@ -133,7 +134,7 @@ fn overlay_view_is_faithful_and_independent() {
         b"GUEST-A"
     );
     // The guest's change lives in its upper layer.
-    assert!(fs.mnt.join("guests/a/upper/etc/hostname").exists());
+    assert!(fs.mnt.join("guests/a/overlay/upper/etc/hostname").exists());
     rootfs::unmount(&merged[1]).unwrap();
     assert!(!merged[1].join("etc").exists());
 }

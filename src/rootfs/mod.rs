@@ -85,6 +85,18 @@ pub enum RootfsLayout {
     },
 }
 
+impl RootfsLayout {
+    /// The tree to pass to `quota::apply`: the rootfs itself, or for overlay
+    /// the directory holding upper/ and work/ (both must be in the quota
+    /// tree, see `build_rootfs`).
+    pub fn quota_root(&self) -> &Path {
+        match self {
+            RootfsLayout::Tree { path } => path,
+            RootfsLayout::Overlay { upper, .. } => upper.parent().unwrap_or(upper),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error("{op} {path}: {source}")]
@@ -349,10 +361,11 @@ fn publish(dir: &Path, name: &str, durability: Durability) -> Result<(), RootfsE
 /// Build a guest's root filesystem from `template_tree` under `guest_dir`.
 ///
 /// Crash-safe: the tree is built as `rootfs.building` (overlay:
-/// `upper.building`) and renamed into place only when complete; a stale
-/// `*.building` from a killed run is removed first. An existing `rootfs` (or
-/// `upper`) is returned untouched, never rebuilt. On btrfs the tree is made a
-/// subvolume so it can carry its own qgroup.
+/// `overlay.building/{upper,work}`) and renamed into place only when
+/// complete; a stale `*.building` from a killed run is removed first. An
+/// existing `rootfs` (or `overlay`) is returned untouched, never rebuilt. On
+/// btrfs the tree (or the overlay directory) is made a subvolume so it can
+/// carry its own qgroup.
 pub fn build_rootfs(
     template_tree: &Path,
     guest_dir: &Path,
@@ -389,35 +402,37 @@ pub fn build_rootfs(
                     path: guest_dir.to_path_buf(),
                 });
             }
-            let upper = guest_dir.join("upper");
-            let work = guest_dir.join("work");
+            // upper/ and work/ live together in one directory (on btrfs one
+            // subvolume): overlayfs copy-up creates files in work/ and
+            // renames or links them into upper/, which fails with EXDEV
+            // across btrfs subvolumes and across XFS/ext4 project-quota
+            // trees. That directory is also what gets the quota.
+            let dir = guest_dir.join("overlay");
+            let upper = dir.join("upper");
+            let work = dir.join("work");
             let layout = RootfsLayout::Overlay {
                 lower: template_tree.to_path_buf(),
                 upper: upper.clone(),
                 work: work.clone(),
             };
-            // work/ holds only overlayfs scratch state: (re)creating a missing
-            // one loses nothing. upper/ is the guest's data: never touched.
-            if !existing_dir(&work)? {
-                match std::fs::create_dir(&work) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-                    Err(e) => return Err(io_err("create", &work, e)),
+            if existing_dir(&dir)? {
+                // Published, so upper/ (the guest's data) was complete: never
+                // touch it, and never silently replace it if it went missing.
+                if !existing_dir(&upper)? {
+                    return Err(RootfsError::NotADirectory { path: upper });
                 }
-                std::fs::set_permissions(
-                    &work,
-                    std::os::unix::fs::PermissionsExt::from_mode(0o700),
-                )
-                .map_err(|e| io_err("chmod", &work, e))?;
-            }
-            if existing_dir(&upper)? {
+                // work/ holds only overlayfs scratch state: recreating a
+                // missing one loses nothing.
+                if !existing_dir(&work)? {
+                    make_work_dir(&work)?;
+                }
                 return Ok(layout);
             }
             cleanup_partial(guest_dir)?;
-            let building = guest_dir.join(format!("upper{BUILDING}"));
+            let building = guest_dir.join(format!("overlay{BUILDING}"));
             if crate::quota::is_btrfs(guest_dir) {
                 // Its own subvolume, so the guest's writes get their own qgroup.
-                crate::quota::btrfs::create_subvolume(guest_dir, OsStr::new("upper.building"))
+                crate::quota::btrfs::create_subvolume(guest_dir, OsStr::new("overlay.building"))
                     .map_err(|source| RootfsError::Subvolume {
                         path: building.clone(),
                         source,
@@ -425,11 +440,30 @@ pub fn build_rootfs(
             } else {
                 std::fs::create_dir(&building).map_err(|e| io_err("create", &building, e))?;
             }
+            std::fs::set_permissions(
+                &building,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .map_err(|e| io_err("chmod", &building, e))?;
+            let bupper = building.join("upper");
+            std::fs::create_dir(&bupper).map_err(|e| io_err("create", &bupper, e))?;
             // The merged root takes its attributes from the upper root.
-            copy_root_attrs(template_tree, &building)?;
-            publish(guest_dir, "upper", Durability::Directory)?;
+            copy_root_attrs(template_tree, &bupper)?;
+            make_work_dir(&building.join("work"))?;
+            let fd = open_dir(&bupper)?;
+            nix::unistd::fsync(&fd).map_err(|e| io_err("fsync", &bupper, e))?;
+            publish(guest_dir, "overlay", Durability::Directory)?;
             Ok(layout)
         }
+    }
+}
+
+fn make_work_dir(work: &Path) -> Result<(), RootfsError> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(work) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(io_err("create", work, e)),
     }
 }
 
@@ -452,7 +486,7 @@ fn copy_root_attrs(template: &Path, dir: &Path) -> Result<(), RootfsError> {
 }
 
 /// Remove stale `*.building` entries left by an interrupted build, and only
-/// those. Never touches `rootfs`, `upper` or `work`.
+/// those. Never touches `rootfs` or `overlay`.
 pub fn cleanup_partial(guest_dir: &Path) -> Result<(), RootfsError> {
     let dfd = match nix::fcntl::open(
         guest_dir,
@@ -504,7 +538,7 @@ pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
     }
     cleanup_partial(&guest_dir)?;
     let dfd = open_dir(&guest_dir)?;
-    for name in ["rootfs", "upper", "work"] {
+    for name in ["rootfs", "overlay"] {
         remove::remove_entry(&dfd, &guest_dir, OsStr::new(name))?;
     }
     Ok(())
@@ -540,8 +574,8 @@ mod tests {
             },
             RootfsLayout::Overlay {
                 lower: "/var/lib/vsctl/templates/t".into(),
-                upper: "/var/lib/vsctl/guests/a/upper".into(),
-                work: "/var/lib/vsctl/guests/a/work".into(),
+                upper: "/var/lib/vsctl/guests/a/overlay/upper".into(),
+                work: "/var/lib/vsctl/guests/a/overlay/work".into(),
             },
         ] {
             let j = serde_json::to_string(&l).unwrap();
