@@ -1,7 +1,8 @@
 //! Per-guest disk quotas: `[disk] quota` (bytes) and `inodes`.
 //!
-//! A guest's tree (the rootfs, or the upper directory of an overlay) is made
-//! one accounting unit: on XFS and ext4 a *project*: every directory and file
+//! A guest's tree (`RootfsLayout::quota_root()`: the rootfs, or the
+//! directory holding an overlay's upper/ and work/) is made one accounting
+//! unit: on XFS and ext4 a *project*: every directory and file
 //! carries the guest's project id and directories carry PROJINHERIT so new
 //! files inherit it; limits and usage go through quotactl_fd(2) for project
 //! quotas. On btrfs the tree is a subvolume and its level-0 qgroup carries the

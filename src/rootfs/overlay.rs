@@ -54,7 +54,7 @@ pub fn mount_overlay(
 
 /// Unmount whatever is mounted at `target` (one mount). A busy mount is
 /// reported, not lazily detached: callers that must get rid of it (purge) use
-/// [`detach`].
+/// `purge_rootfs`'s lazy detach.
 pub fn unmount(target: &Path) -> Result<(), RootfsError> {
     umount2(target, MntFlags::empty()).map_err(|e| RootfsError::Unmount {
         target: target.to_path_buf(),
