@@ -15,6 +15,7 @@ pub mod config;
 pub mod net;
 pub mod paths;
 pub mod plan;
+pub mod quota;
 pub mod render;
 pub mod rootfs;
 pub mod runtime;
