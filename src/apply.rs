@@ -7,15 +7,20 @@
 //! fails is reported and the others still proceed.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::Serialize;
 
+use crate::config::host::QuotaPolicy;
 use crate::config::{GuestSpec, HostSettings};
 use crate::paths::Paths;
 use crate::plan::{Action, GuestPlan, Observed, ObservedGuest, Plan, RunStatus, Step};
+use crate::quota;
+use crate::rootfs::{self, IdShift, ResolvedStrategy, RootfsLayout};
 use crate::state::{
     GuestRecord, IdRange, StateError, StateStore, allocate_id_range, allocate_project_id,
 };
+use crate::template;
 use crate::template::Definitions;
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +29,8 @@ pub enum ApplyError {
     State(#[from] StateError),
     #[error("guest {guest}: step {step} is not supported by this build of vsctl")]
     Unsupported { guest: String, step: &'static str },
+    #[error("guest {guest}: {message}")]
+    Guest { guest: String, message: String },
     #[error("guest {guest}: no free uid/gid range left ([userns] ranges = {ranges} in vsctl.toml)")]
     NoIdRange { guest: String, ranges: u32 },
 }
@@ -33,8 +40,8 @@ pub fn observe(paths: &Paths, store: &StateStore) -> Result<Observed, StateError
     let mut observed = Observed::default();
     for (name, record) in store.records()? {
         let rootfs_present = match &record.rootfs {
-            Some(crate::state::RootfsRecord::Tree { path, .. }) => path.is_dir(),
-            Some(crate::state::RootfsRecord::Overlay { upper, .. }) => upper.is_dir(),
+            Some(RootfsLayout::Tree { path }) => path.is_dir(),
+            Some(RootfsLayout::Overlay { upper, .. }) => upper.is_dir(),
             // Registered without a root filesystem: the build facility was absent.
             None => true,
         };
@@ -230,10 +237,19 @@ impl Executor<'_> {
         {
             record.project_id = Some(ids.project());
         }
+        let guest_dir = self.paths.guest_dir(&entry.name);
         for step in &entry.steps {
             match step {
                 Step::WriteRecord => self.store.write(&record)?,
                 Step::Unregister => self.store.remove(&entry.name)?,
+                Step::BuildRootfs => self.build_rootfs(&mut record, &guest_dir)?,
+                Step::PurgeRootfs => {
+                    rootfs::purge_rootfs(&guest_dir).map_err(|e| guest_error(&entry.name, e))?;
+                    record.rootfs = None;
+                    record.template_digest = None;
+                }
+                Step::ApplyQuota => self.apply_quota(&record)?,
+                Step::WriteGuestFiles => write_guest_files(&record)?,
                 other => {
                     return Err(ApplyError::Unsupported {
                         guest: entry.name.clone(),
@@ -244,6 +260,132 @@ impl Executor<'_> {
         }
         Ok(())
     }
+
+    /// Clone the guest's template into its own root filesystem. Unprivileged
+    /// guests with a tree of their own get its ownership shifted into their
+    /// uid range; overlay guests keep the template's ids (the runtime maps
+    /// them with idmapped layers).
+    fn build_rootfs(&self, record: &mut GuestRecord, guest_dir: &Path) -> Result<(), ApplyError> {
+        let spec = &record.spec;
+        let fail = |e: &dyn std::fmt::Display| guest_error(&spec.name, e);
+        let installed = template::installed(self.paths, &spec.template)
+            .ok_or_else(|| fail(&format!("template {} is not built", spec.template)))?;
+        let guests_dir = self.paths.guests_state_dir();
+        std::fs::create_dir_all(&guests_dir)
+            .map_err(|e| fail(&format!("create {}: {e}", guests_dir.display())))?;
+        let strategy = rootfs::resolve(spec.rootfs.strategy, &guests_dir).map_err(|e| fail(&e))?;
+        let shift = match (record.id_range, strategy) {
+            (Some(range), ResolvedStrategy::Reflink | ResolvedStrategy::Copy)
+                if spec.security.userns =>
+            {
+                Some(IdShift {
+                    host_base: range.host_base,
+                    count: range.count,
+                })
+            }
+            _ => None,
+        };
+        let tree = template::tree_path(self.paths, &spec.template);
+        let layout =
+            rootfs::build_rootfs(&tree, guest_dir, strategy, shift).map_err(|e| fail(&e))?;
+        record.rootfs = Some(layout);
+        record.template_digest = Some(installed.tree_digest);
+        Ok(())
+    }
+
+    /// Set the disk quota from `[disk]` on the guest's tree, or fail (or
+    /// warn, per host settings) where the filesystem cannot enforce one.
+    fn apply_quota(&self, record: &GuestRecord) -> Result<(), ApplyError> {
+        let spec = &record.spec;
+        let (Some(layout), Some(project_id)) = (&record.rootfs, record.project_id) else {
+            return Ok(());
+        };
+        let limits = quota::DiskLimits {
+            bytes: spec.disk.quota.map(|s| s.bytes()),
+            inodes: spec.disk.inodes,
+        };
+        match quota::apply(layout.quota_root(), project_id, &limits) {
+            Ok(()) => Ok(()),
+            Err(quota::QuotaError::Unsupported {
+                path,
+                reason,
+                how_to_fix,
+            }) => {
+                let message = format!(
+                    "cannot enforce [disk] limits on {}: {reason}; {how_to_fix} \
+                     (or set quota_unsupported = \"warn\" under [defaults] in vsctl.toml)",
+                    path.display()
+                );
+                match self.settings.defaults.quota_unsupported {
+                    QuotaPolicy::Error => Err(guest_error(&spec.name, message)),
+                    QuotaPolicy::Warn => {
+                        eprintln!("vsctl: warning: guest {}: {message}", spec.name);
+                        Ok(())
+                    }
+                }
+            }
+            Err(e) => Err(guest_error(&spec.name, e)),
+        }
+    }
+}
+
+fn guest_error(guest: &str, error: impl std::fmt::Display) -> ApplyError {
+    ApplyError::Guest {
+        guest: guest.to_string(),
+        message: error.to_string(),
+    }
+}
+
+/// The files vsctl owns inside a guest: /etc/hostname, /etc/hosts and, when
+/// the guest file names DNS servers, /etc/resolv.conf.
+pub fn guest_files(spec: &GuestSpec) -> Vec<(&'static str, String)> {
+    let short = spec.hostname.split('.').next().unwrap_or(&spec.hostname);
+    let names = if short == spec.hostname {
+        short.to_string()
+    } else {
+        format!("{} {short}", spec.hostname)
+    };
+    let mut hosts = String::from(
+        "# written by vsctl from the guest file\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    if spec.network.addresses.is_empty() {
+        hosts.push_str(&format!("127.0.1.1\t{names}\n"));
+    }
+    for cidr in &spec.network.addresses {
+        hosts.push_str(&format!("{}\t{names}\n", cidr.addr));
+    }
+    let mut files = vec![
+        ("etc/hostname", format!("{}\n", spec.hostname)),
+        ("etc/hosts", hosts),
+    ];
+    if !spec.network.dns.is_empty() {
+        let mut resolv = String::from("# written by vsctl from the guest file\n");
+        for server in &spec.network.dns {
+            resolv.push_str(&format!("nameserver {server}\n"));
+        }
+        files.push(("etc/resolv.conf", resolv));
+    }
+    files
+}
+
+/// Write [`guest_files`] through [`rootfs::guestfile`], which never follows a
+/// symlink out of the guest. Overlay guests: into the upper layer, where
+/// they shadow the template's. Shifted trees: owned by the guest's root.
+fn write_guest_files(record: &GuestRecord) -> Result<(), ApplyError> {
+    let spec = &record.spec;
+    let (root, owner) = match &record.rootfs {
+        Some(RootfsLayout::Tree { path }) => {
+            let shifted = record.id_range.filter(|_| spec.security.userns);
+            (path.as_path(), shifted.map(|r| (r.host_base, r.host_base)))
+        }
+        Some(RootfsLayout::Overlay { upper, .. }) => (upper.as_path(), None),
+        None => return Ok(()),
+    };
+    for (path, contents) in guest_files(spec) {
+        rootfs::guestfile::write(root, path, contents.as_bytes(), 0o644, owner)
+            .map_err(|e| guest_error(&spec.name, e))?;
+    }
+    Ok(())
 }
 
 /// Hands out uid ranges and project ids during one apply.

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::GuestSpec;
 use crate::paths::Paths;
+use crate::rootfs::RootfsLayout;
 
 /// Version of the record format; bumped on incompatible changes.
 pub const RECORD_FORMAT: u32 = 1;
@@ -52,20 +53,6 @@ pub struct IdRange {
     pub count: u32,
 }
 
-/// Where a guest's root filesystem lives, as built.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum RootfsRecord {
-    /// A tree of its own (reflink or copy clone).
-    Tree { path: PathBuf, strategy: String },
-    /// An overlay: the template tree below, the guest's own upper dir above.
-    Overlay {
-        lower: PathBuf,
-        upper: PathBuf,
-        work: PathBuf,
-    },
-}
-
 /// What vsctl has applied for one guest.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GuestRecord {
@@ -74,7 +61,7 @@ pub struct GuestRecord {
     pub spec: GuestSpec,
     /// Digest of the template tree the rootfs was cloned from.
     pub template_digest: Option<String>,
-    pub rootfs: Option<RootfsRecord>,
+    pub rootfs: Option<RootfsLayout>,
     pub id_range: Option<IdRange>,
     /// Project id for disk quotas.
     pub project_id: Option<u32>,

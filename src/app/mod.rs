@@ -29,11 +29,11 @@ pub mod exit {
 
 /// What this build can execute. Facilities switch on as their executors land.
 pub const FACILITIES: Facilities = Facilities {
-    build: false,
+    build: true,
     run: false,
     live_limits: false,
     network: false,
-    quota: false,
+    quota: true,
 };
 
 /// Host paths and settings, resolved from flags, environment and vsctl.toml.

@@ -5,7 +5,8 @@ use std::io::IsTerminal;
 use super::{Host, definitions, exit, print_json, report_diags};
 use crate::cli::{OutputFormat, TemplateCommand};
 use crate::plan::FORMAT_VERSION;
-use crate::state::{RootfsRecord, StateStore};
+use crate::rootfs::RootfsLayout;
+use crate::state::StateStore;
 use crate::template;
 
 fn fail(error: &dyn std::fmt::Display) -> i32 {
@@ -23,7 +24,7 @@ fn users(host: &Host, name: &str) -> Result<(Vec<String>, Vec<String>), i32> {
     let mut overlay = Vec::new();
     for (guest, record) in records {
         if record.spec.template == name {
-            if matches!(record.rootfs, Some(RootfsRecord::Overlay { .. })) {
+            if matches!(record.rootfs, Some(RootfsLayout::Overlay { .. })) {
                 overlay.push(guest.clone());
             }
             all.push(guest);

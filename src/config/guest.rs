@@ -31,17 +31,7 @@ pub enum DesiredState {
     Stopped,
 }
 
-/// How a guest's root filesystem is made from its template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum CloneStrategy {
-    /// reflink where the state dir's filesystem supports it, overlay elsewhere.
-    #[default]
-    Auto,
-    Reflink,
-    Overlay,
-    Copy,
-}
+pub use crate::rootfs::CloneStrategy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]

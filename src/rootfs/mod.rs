@@ -39,10 +39,13 @@ pub use overlay::{mount_overlay, unmount};
 
 /// The `[rootfs] strategy` setting: how a guest's root filesystem is made from
 /// its template.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum CloneStrategy {
     /// Reflink when the state directory's filesystem can, else overlay.
+    #[default]
     Auto,
     /// Every regular file a FICLONE of the template's; fails where unsupported.
     Reflink,
