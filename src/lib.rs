@@ -7,10 +7,12 @@
 //! ...). Unsafe code lives only in `sys` and the facility modules that need raw
 //! syscalls, each block with a `SAFETY:` comment.
 
+pub mod caps;
 pub mod cgroup;
 pub mod paths;
 pub mod rootfs;
 pub mod runtime;
+pub mod seccomp;
 pub mod store;
 pub mod sys;
 pub mod template;
