@@ -4,7 +4,7 @@
 use std::fs;
 use std::process::Command;
 use std::time::Duration;
-use vsctl::cgroup::{self, CgroupManager, IoLimits, Limits};
+use vsctl::cgroup::{self, IoLimits, Limits};
 
 struct Base(String);
 impl Drop for Base {
