@@ -226,3 +226,26 @@ fn boot_failure_is_reported_and_cleaned_up() {
     assert!(g.cgroup_dirs().is_empty());
     assert_ne!(g.status()["state"], "running");
 }
+
+#[test]
+fn exec_with_tty_gets_a_guest_pty() {
+    // util-linux `script` gives the driver a terminal on stdin.
+    for userns in [None, Some(500_000)] {
+        let g = Guest::busybox("bb-tty", userns);
+        g.start();
+        let cmd = format!(
+            "{} {} exec -t -- /bin/sh -c 'tty; ls -ln $(tty); exit 3'",
+            rt(),
+            g.spec_path.display()
+        );
+        let o = std::process::Command::new("script")
+            .args(["-qec", &cmd, "/dev/null"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(3), "{out}");
+        assert!(out.contains("/dev/pts/0"), "no guest pty: {out}");
+        assert!(out.contains(" 0 "), "pty not owned by guest root: {out}");
+        g.stop();
+    }
+}

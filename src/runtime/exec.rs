@@ -98,20 +98,24 @@ pub fn exec(run_dir: &Path, argv: &[String], tty: bool) -> Result<i32, RuntimeEr
         flags |= CloneFlags::CLONE_NEWUSER;
     }
     let use_pty = tty && nix::unistd::isatty(std::io::stdin()).unwrap_or(false);
+    // The pty comes from the guest's own devpts instance, so the command's
+    // terminal has a name inside the guest (tty, ssh-less logins, job control).
     let pty = if use_pty {
-        let p = nix::pty::openpty(None, None).map_err(|e| RuntimeError::Io {
-            what: "openpty".into(),
-            source: e.into(),
+        let ptmx = std::path::PathBuf::from(format!("/proc/{}/root/dev/pts/ptmx", st.init_pid));
+        let (master, slave) = sys::open_pty_in(&ptmx).map_err(|e| RuntimeError::Io {
+            what: format!("allocate pty in guest {}", st.name),
+            source: e,
         })?;
-        let _ = sys::copy_winsize(0, p.slave.as_raw_fd());
+        let _ = sys::copy_winsize(0, slave.as_raw_fd());
         if let Some(u) = spec.userns {
+            // Owned by the guest's root rather than by an unmapped uid.
             let _ = nix::unistd::fchown(
-                &p.slave,
+                &slave,
                 Some(Uid::from_raw(u.host_base)),
-                Some(Gid::from_raw(u.host_base)),
+                Some(Gid::from_raw(u.host_base + 5)),
             );
         }
-        Some(p)
+        Some(nix::pty::OpenptyResult { master, slave })
     } else {
         None
     };

@@ -349,3 +349,31 @@ pub fn reset_signals() {
     }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
+
+/// Allocate a pty from the devpts instance whose `ptmx` is at `ptmx` (e.g.
+/// a guest's `/proc/PID/root/dev/pts/ptmx`): returns (master, slave). The
+/// slave is opened with TIOCGPTPEER, i.e. from the master itself, never by a
+/// path another mount namespace could swap.
+pub fn open_pty_in(ptmx: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let master: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(ptmx)?
+        .into();
+    let m = std::os::fd::AsRawFd::as_raw_fd(&master);
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer.
+    check(unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) } as libc::c_long)?;
+    // SAFETY: TIOCGPTPEER takes open flags and returns a new fd we own.
+    let s = check(unsafe {
+        libc::ioctl(
+            m,
+            libc::TIOCGPTPEER,
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
+        )
+    } as libc::c_long)?;
+    // SAFETY: s is a fresh descriptor returned by the kernel.
+    Ok((master, unsafe { OwnedFd::from_raw_fd(s as RawFd) }))
+}
