@@ -257,6 +257,10 @@ fn redirect_stdio() {
 
 fn main(ctx: Context, report: OwnedFd) -> ! {
     redirect_stdio();
+    // Do not pin the caller's working directory (and its filesystem) for
+    // the guest's lifetime.
+    let _ = nix::unistd::chdir("/");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let _ = sys::close_fds_except(3, &[report.as_raw_fd()]);
     let code = match run(&ctx, report) {
         Ok(()) => 0,

@@ -377,3 +377,111 @@ pub fn open_pty_in(ptmx: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: s is a fresh descriptor returned by the kernel.
     Ok((master, unsafe { OwnedFd::from_raw_fd(s as RawFd) }))
 }
+
+/// One eBPF instruction (struct bpf_insn).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BpfInsn {
+    pub code: u8,
+    /// dst_reg in the low nibble, src_reg in the high nibble.
+    pub regs: u8,
+    pub off: i16,
+    pub imm: i32,
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+    _pad: [u64; 8],
+}
+
+#[repr(C)]
+#[derive(Default)]
+struct BpfProgAttachAttr {
+    target_fd: u32,
+    attach_bpf_fd: u32,
+    attach_type: u32,
+    attach_flags: u32,
+    replace_bpf_fd: u32,
+    _pad: [u32; 11],
+}
+
+const BPF_PROG_LOAD: libc::c_long = 5;
+const BPF_PROG_ATTACH: libc::c_long = 8;
+
+/// bpf(BPF_PROG_LOAD) for a program of `prog_type`; returns its fd.
+/// On failure the verifier log is part of the error message.
+pub fn bpf_prog_load(
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[BpfInsn],
+) -> io::Result<OwnedFd> {
+    let license = c"GPL";
+    let mut log = vec![0u8; 4096];
+    let mut attr = BpfProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        log_level: 1,
+        log_size: log.len() as u32,
+        log_buf: log.as_mut_ptr() as u64,
+        expected_attach_type,
+        ..Default::default()
+    };
+    // SAFETY: attr points at the instructions, license and log buffer, all
+    // alive for the call; the size passed is the struct's.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &mut attr as *mut BpfProgLoadAttr,
+            std::mem::size_of::<BpfProgLoadAttr>(),
+        )
+    };
+    match check(r) {
+        // SAFETY: a fresh fd returned by the kernel.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
+        Err(e) => {
+            let end = log.iter().position(|&b| b == 0).unwrap_or(0);
+            let msg = String::from_utf8_lossy(&log[..end]).into_owned();
+            Err(io::Error::new(
+                e.kind(),
+                format!("{e}; verifier: {}", msg.trim()),
+            ))
+        }
+    }
+}
+
+/// bpf(BPF_PROG_ATTACH): attach program `prog` to cgroup directory `cgroup`.
+pub fn bpf_prog_attach(cgroup: RawFd, prog: RawFd, attach_type: u32, flags: u32) -> io::Result<()> {
+    let mut attr = BpfProgAttachAttr {
+        target_fd: cgroup as u32,
+        attach_bpf_fd: prog as u32,
+        attach_type,
+        attach_flags: flags,
+        ..Default::default()
+    };
+    // SAFETY: attr is a valid, fully initialised bpf_attr prefix.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_ATTACH,
+            &mut attr as *mut BpfProgAttachAttr,
+            std::mem::size_of::<BpfProgAttachAttr>(),
+        )
+    })?;
+    Ok(())
+}
