@@ -150,8 +150,8 @@ fn exec_propagates_exit_codes() {
     let o = g.cmd(&["exec", "--", "/etc/inittab"]);
     assert_eq!(o.status.code(), Some(126));
     // The guest sees its own hostname and a reset environment.
-    let (_, out, _) = g.sh("hostname; echo \"$container\"; echo \"[$HOSTNAME_FROM_HOST]\"");
-    assert_eq!(out, "bb-exec\nvsctl\n[]\n");
+    let (_, out, _) = g.sh("hostname; echo \"$container\"; echo \"[$HOSTNAME_FROM_HOST]\"; cat /run/host/container-manager");
+    assert_eq!(out, "bb-exec\nvsctl\n[]\nvsctl\n");
     g.stop();
     let o = g.cmd(&["exec", "--", "true"]);
     assert_eq!(o.status.code(), Some(126), "exec into a stopped guest");

@@ -213,6 +213,25 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
             }
             .map_err(ctx(format!("mask /{}", target.display())))
         }
+        Step::WriteFile { target, content } => {
+            let parent = target.parent().unwrap_or(Path::new(""));
+            let pfd = resolve(root, parent, Some(false))?;
+            let name = target.file_name().ok_or("file without name")?;
+            let fd = nix::fcntl::openat(
+                pfd.as_fd(),
+                name,
+                OFlag::O_CREAT
+                    | OFlag::O_WRONLY
+                    | OFlag::O_TRUNC
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o444),
+            )
+            .map_err(ctx(format!("create /{}", target.display())))?;
+            nix::unistd::write(&fd, content.as_bytes())
+                .map_err(ctx(format!("write /{}", target.display())))?;
+            Ok(())
+        }
         Step::Symlink { link_to, target } => {
             let parent = target.parent().unwrap_or(Path::new(""));
             let pfd = if parent.as_os_str().is_empty() {

@@ -45,6 +45,8 @@ pub enum Step {
     Mask { target: PathBuf },
     /// symlink(link_to, target)
     Symlink { link_to: String, target: PathBuf },
+    /// Create a file with this content (on a tmpfs the runtime mounted).
+    WriteFile { target: PathBuf, content: String },
 }
 
 /// /proc entries that leak host information or control the host (Docker's
@@ -224,8 +226,24 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             link_to: "/proc/kcore".into(),
             target: r("dev/core"),
         },
-        // systemd's container interface: a writable /run for the guest is its
-        // own business; /run/host is ours (read by systemd-detect-virt).
+        // systemd's container interface (systemd.io/CONTAINER_INTERFACE): a
+        // tmpfs /run prepared by the manager (systemd keeps an existing /run
+        // mount) holding /run/host/container-manager, as systemd-nspawn does.
+        Step::Mount {
+            source: "tmpfs".into(),
+            target: r("run"),
+            fstype: "tmpfs".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+            data: Some("mode=755,size=20%".into()),
+        },
+        Step::WriteFile {
+            target: r("run/host/container-manager"),
+            content: "vsctl\n".into(),
+        },
+        Step::WriteFile {
+            target: r("run/systemd/container"),
+            content: "vsctl\n".into(),
+        },
     ]);
     for m in &spec.mounts {
         let target = guest_rel(&m.target)?;
