@@ -249,3 +249,44 @@ fn exec_with_tty_gets_a_guest_pty() {
         g.stop();
     }
 }
+
+#[test]
+fn unprivileged_guest_on_unshifted_tree_via_idmapped_mount() {
+    // The rootfs stays owned by host root (as a plain clone of a template
+    // would be); the idmapped mount shows it as owned by the guest's root.
+    let mut g = Guest::busybox("bb-idmap", None);
+    g.spec.userns = Some(vsctl::runtime::IdRange {
+        host_base: 600_000,
+        count: 65536,
+    });
+    g.spec.idmap_rootfs = true;
+    g.save();
+    g.start();
+    assert!(
+        g.wait_file("tmp/svc.log", "svc-start", Duration::from_secs(5)),
+        "log:\n{}",
+        g.log()
+    );
+    let (code, out, err) =
+        g.sh("ls -ln /etc/inittab; touch /root/idmapped; cat /proc/self/uid_map");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(" 0        0 ") || out.split_whitespace().nth(2) == Some("0"),
+        "{out}"
+    );
+    assert!(out.contains("600000"), "{out}");
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(g.rootfs().join("root/idmapped")).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid()),
+        (0, 0),
+        "file created by guest root must be host-root-owned through the idmap"
+    );
+    boot_stop_after(&g);
+}
+
+fn boot_stop_after(g: &Guest) {
+    let out = g.stop();
+    assert!(out.get("clean").is_some(), "{out}");
+    assert!(g.cgroup_dirs().is_empty());
+}

@@ -253,8 +253,12 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
     }
 }
 
-fn mount_rootfs(plan: &ChildPlan) -> StepResult {
+fn mount_rootfs(plan: &ChildPlan, idmapped: Option<&OwnedFd>) -> StepResult {
     let nr = &plan.new_root;
+    if let Some(tree) = idmapped {
+        return crate::sys::move_mount_to(tree.as_raw_fd(), nr)
+            .map_err(ctx("attach idmapped rootfs"));
+    }
     match &plan.rootfs {
         RootfsMount::Tree { path } => mount(
             Some(path),
@@ -285,7 +289,12 @@ fn mount_rootfs(plan: &ChildPlan) -> StepResult {
 }
 
 /// Everything between "parent finished uid maps and cgroup" and exec.
-fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd) -> StepResult {
+fn setup(
+    plan: &ChildPlan,
+    console: &str,
+    console_fd: RawFd,
+    idmapped: Option<&OwnedFd>,
+) -> StepResult {
     use nix::sched::{CloneFlags, unshare};
     crate::sys::reset_signals();
     // Become root of the new user namespace (or stay root on the host) with
@@ -317,7 +326,7 @@ fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd) -> StepResult {
         None::<&str>,
     )
     .map_err(ctx("make / private"))?;
-    mount_rootfs(plan)?;
+    mount_rootfs(plan, idmapped)?;
     let root = nix::fcntl::open(
         &plan.new_root,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -357,15 +366,30 @@ fn fail(err_w: RawFd, msg: &str) -> ! {
 
 /// Child entry point. `sync_r` delivers one byte once the parent wrote the
 /// id maps and moved us into the cgroup; `err_w` is close-on-exec.
-pub fn run(plan: &ChildPlan, console: &str, console_fd: RawFd, sync_r: RawFd, err_w: RawFd) -> ! {
+pub fn run(
+    plan: &ChildPlan,
+    console: &str,
+    console_fd: RawFd,
+    sync_r: RawFd,
+    err_w: RawFd,
+    idmap_sock: Option<RawFd>,
+) -> ! {
     let mut b = [0u8; 1];
     match nix::unistd::read(crate::sys::borrow_fd(sync_r), &mut b) {
         Ok(1) => {}
         _ => fail(err_w, "parent went away before setup"),
     }
-    if let Err(e) = setup(plan, console, console_fd) {
+    let idmapped = match idmap_sock {
+        Some(sock) => match recv_fd(sock) {
+            Ok(fd) => Some(fd),
+            Err(e) => fail(err_w, &format!("receive idmapped rootfs: {e}")),
+        },
+        None => None,
+    };
+    if let Err(e) = setup(plan, console, console_fd, idmapped.as_ref()) {
         fail(err_w, &e);
     }
+    drop(idmapped);
     // No descriptor of the supervisor may reach the guest: keep stdio and
     // the close-on-exec error pipe only.
     if let Err(e) = crate::sys::close_fds_except(3, &[err_w]) {
@@ -376,4 +400,23 @@ pub fn run(plan: &ChildPlan, console: &str, console_fd: RawFd, sync_r: RawFd, er
     let msg = format!("exec {}: {e}", path.to_string_lossy());
     let _ = io::stderr().write_all(msg.as_bytes());
     fail(err_w, &msg)
+}
+
+/// Receive one descriptor (SCM_RIGHTS) from the supervisor.
+fn recv_fd(sock: RawFd) -> Result<OwnedFd, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // The kernel installed this descriptor for us just now.
+            return Ok(crate::sys::own_fd(fd));
+        }
+    }
+    Err("no descriptor in message".into())
 }

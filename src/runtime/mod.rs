@@ -119,6 +119,13 @@ pub struct RuntimeSpec {
     /// None = privileged guest (host user namespace, reduced capabilities).
     #[serde(default)]
     pub userns: Option<IdRange>,
+    /// With `userns` and a `Tree` rootfs: the tree is owned by plain host ids
+    /// (0..count, e.g. an unshifted reflink clone) and is mounted through an
+    /// idmapped mount (open_tree + mount_setattr MOUNT_ATTR_IDMAP), so it
+    /// need not be chowned into the guest's range. Needs a filesystem that
+    /// supports idmapped mounts (ext4, XFS, btrfs; not overlayfs itself).
+    #[serde(default)]
+    pub idmap_rootfs: bool,
     #[serde(default)]
     pub mounts: Vec<BindMount>,
     /// `paths.guest_run_dir(name)`.
@@ -154,6 +161,7 @@ impl RuntimeSpec {
             caps_drop: Vec::new(),
             seccomp: true,
             userns: None,
+            idmap_rootfs: false,
             mounts: Vec::new(),
             run_dir,
             log_file,
@@ -369,6 +377,11 @@ fn validate(spec: &RuntimeSpec) -> Result<(), RuntimeError> {
             "uid range {}+{} (must not include host root)",
             u.host_base, u.count
         ));
+    }
+    if spec.idmap_rootfs
+        && (spec.userns.is_none() || !matches!(spec.rootfs, RootfsMount::Tree { .. }))
+    {
+        return bad("idmap_rootfs needs a user namespace (userns) and a tree rootfs".into());
     }
     let check_dir = |p: &Path, what: &str| {
         if p.is_dir() {

@@ -92,6 +92,8 @@ pub struct ChildPlan {
     /// (resource, soft, hard)
     pub rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     pub userns: bool,
+    /// The rootfs arrives as an idmapped detached mount over a socket.
+    pub idmap_rootfs: bool,
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString, RuntimeError> {
@@ -305,6 +307,7 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             (Resource::RLIMIT_CORE, 0, u64::MAX),
         ],
         userns: unprivileged,
+        idmap_rootfs: spec.idmap_rootfs,
     })
 }
 

@@ -191,6 +191,22 @@ fn boot(
     let (sync_r, sync_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // The idmapped rootfs needs the child's user namespace, so it is made
+    // after clone and handed over on a socket.
+    let idmap = if ctx.plan.idmap_rootfs {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| format!("socketpair: {e}"))?,
+        )
+    } else {
+        None
+    };
     match sys::clone3(clone_flags(ctx.spec.userns.is_some()), libc::SIGCHLD)
         .map_err(|e| format!("clone3: {e}"))?
     {
@@ -203,6 +219,7 @@ fn boot(
                 console.slave.as_raw_fd(),
                 sync_r.as_raw_fd(),
                 err_w.as_raw_fd(),
+                idmap.as_ref().map(|(_, c)| c.as_raw_fd()),
             )
         }
         Cloned::Parent { pid, pidfd } => {
@@ -219,7 +236,13 @@ fn boot(
                         .map_err(|e| format!("write gid_map: {e}"))?;
                 }
                 mgr.add_process(&ctx.spec.name, pid)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string())?;
+                if let (Some((ours, _)), super::RootfsMount::Tree { path }) =
+                    (&idmap, &ctx.spec.rootfs)
+                {
+                    send_idmapped_tree(ours, pid, path)?;
+                }
+                Ok(())
             };
             if let Err(e) = setup() {
                 let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
@@ -450,4 +473,25 @@ fn drain(console: &Console, log: &mut ConsoleLog) {
             _ => return,
         }
     }
+}
+
+/// Make the idmapped copy of the rootfs for the child's user namespace and
+/// pass it over the socket.
+fn send_idmapped_tree(sock: &OwnedFd, pid: i32, path: &std::path::Path) -> Result<(), String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let userns = File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|e| format!("open user namespace: {e}"))?;
+    let tree = sys::idmapped_tree(path, userns.as_raw_fd())
+        .map_err(|e| format!("idmapped mount of {}: {e}", path.display()))?;
+    let fds = [tree.as_raw_fd()];
+    let iov = [std::io::IoSlice::new(b"m")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send idmapped rootfs: {e}"))?;
+    Ok(())
 }
