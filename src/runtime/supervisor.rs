@@ -495,3 +495,24 @@ fn send_idmapped_tree(sock: &OwnedFd, pid: i32, path: &std::path::Path) -> Resul
     .map_err(|e| format!("send idmapped rootfs: {e}"))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_log_rotates_at_the_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.log");
+        let mut log = ConsoleLog::open(p.clone(), 100);
+        log.write(&[b'a'; 60]);
+        log.write(&[b'b'; 30]);
+        assert_eq!(fs::read(&p).unwrap().len(), 90);
+        log.write(&[b'c'; 20]); // would exceed 100: rotate first
+        assert_eq!(fs::read(d.path().join("g.log.1")).unwrap().len(), 90);
+        assert_eq!(fs::read(&p).unwrap(), vec![b'c'; 20]);
+        // Reopening continues the current file's size.
+        let log2 = ConsoleLog::open(p.clone(), 100);
+        assert_eq!(log2.size, 20);
+    }
+}
