@@ -21,6 +21,8 @@
 //! already hold, or leave the inheritable/ambient sets wider than the
 //! bounding set (root's exec would otherwise regain dropped capabilities).
 
+#![deny(unsafe_code)]
+
 use crate::sys;
 use std::io;
 

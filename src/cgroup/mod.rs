@@ -17,6 +17,8 @@
 //! path is `root/base/name`, names are validated to be a single component),
 //! or leave a guest cgroup behind after [`CgroupManager::destroy`] returned Ok.
 
+#![deny(unsafe_code)]
+
 pub mod devices;
 
 use serde::{Deserialize, Serialize};

@@ -23,6 +23,8 @@
 //! or namespace behind after a guest stopped. It never writes into the guest's
 //! root filesystem except to create missing mount points.
 
+#![deny(unsafe_code)]
+
 mod child;
 mod exec;
 pub mod plan;

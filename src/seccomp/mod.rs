@@ -17,6 +17,8 @@
 //! defeat the kernel's allow cache) or let a foreign-ABI syscall through
 //! unchecked (x32 numbers and 32-bit compat calls are refused outright).
 
+#![deny(unsafe_code)]
+
 use std::io;
 
 // BPF opcodes (linux/bpf_common.h, linux/filter.h).
