@@ -93,7 +93,16 @@ fn cpu_quota_bites_and_changes_live() {
     g.save();
     let init = g.start()["init_pid"].as_i64().unwrap();
     let r = cpu_ratio(&g, 1.5);
-    assert!((0.35..=0.62).contains(&r), "cpus=0.5 gave {r:.2} cores");
+    // The quota caps usage at half a core; the lower bound is loose because
+    // CI machines are shared (a busy host can give less than the quota).
+    assert!((0.2..=0.62).contains(&r), "cpus=0.5 gave {r:.2} cores");
+    if is_v1() {
+        let stat = v1_file(&g, "cpu", "cpu.stat");
+        assert!(
+            !stat.contains("nr_throttled 0\n"),
+            "never throttled: {stat}"
+        );
+    }
 
     // Live change: a quarter core, same init, new quota in effect.
     let limits = Limits {
@@ -107,7 +116,7 @@ fn cpu_quota_bites_and_changes_live() {
     let o = g.cmd(&["update-limits", lp.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = cpu_ratio(&g, 1.5);
-    assert!((0.15..=0.33).contains(&r), "cpus=0.25 gave {r:.2} cores");
+    assert!((0.08..=0.33).contains(&r), "cpus=0.25 gave {r:.2} cores");
     assert_eq!(
         g.status()["init_pid"].as_i64().unwrap(),
         init,
