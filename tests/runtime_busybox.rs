@@ -290,3 +290,44 @@ fn boot_stop_after(g: &Guest) {
     assert!(out.get("clean").is_some(), "{out}");
     assert!(g.cgroup_dirs().is_empty());
 }
+
+#[test]
+fn init_exit_is_recorded_as_crash_or_stop() {
+    // "killed" = init SIGKILLed from the host (a guest cannot signal its own
+    // init with a default-action signal).
+    for (script, want) in [
+        ("exit 3", "crashed"),
+        ("exit 0", "stopped"),
+        ("killed", "crashed"),
+    ] {
+        let mut g = Guest::busybox("bb-crash", None);
+        let cmd = if script == "killed" {
+            "sleep 100".to_string()
+        } else {
+            format!("sleep 0.3; {script}")
+        };
+        g.spec.init = vec!["/bin/sh".into(), "-c".into(), cmd];
+        g.save();
+        let pid = g.start()["init_pid"].as_i64().unwrap() as i32;
+        if script == "killed" {
+            nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            )
+            .unwrap();
+        }
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end && g.status()["state"] == "running" {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let st = g.status();
+        assert_eq!(st["state"], want, "{script}: {st}");
+        // The supervisor removed the cgroup on its own.
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && !g.cgroup_dirs().is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(g.cgroup_dirs().is_empty(), "{script}");
+        assert_eq!(g.stop(), serde_json::json!("not_running"));
+    }
+}

@@ -292,9 +292,23 @@ pub fn proc_start_time(pid: i32) -> Option<u64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether `pid` is still the process that started at `start`.
+/// Whether `pid` is still the (live, non-zombie) process that started at `start`.
 pub fn same_process(pid: i32, start: u64) -> bool {
-    pid > 0 && proc_start_time(pid) == Some(start)
+    if pid <= 0 {
+        return false;
+    }
+    let Ok(s) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(rest) = s.rfind(')').map(|i| &s[i + 2..]) else {
+        return false;
+    };
+    let mut fields = rest.split_whitespace();
+    let state = fields.next().unwrap_or("Z");
+    if state == "Z" || state == "X" {
+        return false;
+    }
+    fields.nth(18).and_then(|v| v.parse().ok()) == Some(start)
 }
 
 pub(crate) fn write_state(run_dir: &Path, st: &RunState) -> Result<(), RuntimeError> {
@@ -543,6 +557,13 @@ pub fn stop(run_dir: &Path, timeout: Duration) -> Result<StopOutcome, RuntimeErr
     let Some(st) = read_state(run_dir)? else {
         return Ok(StopOutcome::NotRunning);
     };
+    if matches!(st.phase, Phase::Stopped | Phase::Crashed) {
+        // Already recorded; make sure no cgroup is left from a crash.
+        if let Ok(mgr) = st.cgroup.open() {
+            mgr.destroy(&st.name, Duration::from_secs(5))?;
+        }
+        return Ok(StopOutcome::NotRunning);
+    }
     let sup_alive = same_process(st.supervisor_pid, st.supervisor_start);
     let init_alive = same_process(st.init_pid, st.init_start);
     if !sup_alive && !init_alive {
