@@ -331,3 +331,50 @@ fn init_exit_is_recorded_as_crash_or_stop() {
         assert_eq!(g.stop(), serde_json::json!("not_running"));
     }
 }
+
+#[test]
+fn unprivileged_overlay_guest_on_shared_unshifted_layers() {
+    // Template layer and the guest's upper/work stay owned by host ids; each
+    // layer is idmapped and overlay is built from them inside the guest.
+    let dir = tempfile::Builder::new()
+        .prefix("vsctl-rt-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let lower = dir.path().join("template");
+    busybox_rootfs(&lower, INITTAB, None);
+    let gdir = dir.path().join("guest");
+    for d in ["upper", "work"] {
+        fs::create_dir_all(gdir.join(d)).unwrap();
+    }
+    let rootfs = RootfsMount::Overlay {
+        lower: vec![lower.clone()],
+        upper: gdir.join("upper"),
+        work: gdir.join("work"),
+    };
+    let mut g = Guest::from_rootfs(dir, "bb-ovl-idmap", rootfs, Some(700_000));
+    g.spec.idmap_rootfs = true;
+    g.save();
+    g.start();
+    assert!(
+        g.wait_file("tmp/svc.log", "svc-start", Duration::from_secs(5)),
+        "log:\n{}",
+        g.log()
+    );
+    let (code, out, err) = g.sh("ls -ln /bin/busybox; echo x > /root/new; cat /proc/self/uid_map");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("700000"), "{out}");
+    assert_eq!(
+        out.split_whitespace().nth(2),
+        Some("0"),
+        "template file not owned by guest root: {out}"
+    );
+    use std::os::unix::fs::MetadataExt;
+    let m = fs::metadata(gdir.join("upper/root/new")).unwrap();
+    assert_eq!(
+        m.uid(),
+        0,
+        "upper file must be stored with host id 0 through the idmap"
+    );
+    assert!(!lower.join("root/new").exists());
+    boot_stop_after(&g);
+}

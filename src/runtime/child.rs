@@ -253,14 +253,19 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
     }
 }
 
-fn mount_rootfs(plan: &ChildPlan, idmapped: Option<&OwnedFd>) -> StepResult {
+fn overlay_data(lower: &[String], upper: &str, work: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper},workdir={work}",
+        lower.join(":")
+    )
+}
+
+fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
     let nr = &plan.new_root;
-    if let Some(tree) = idmapped {
-        return crate::sys::move_mount_to(tree.as_raw_fd(), nr)
-            .map_err(ctx("attach idmapped rootfs"));
-    }
-    match &plan.rootfs {
-        RootfsMount::Tree { path } => mount(
+    match (&plan.rootfs, idmapped.is_empty()) {
+        (RootfsMount::Tree { .. }, false) => crate::sys::move_mount_to(idmapped[0].as_raw_fd(), nr)
+            .map_err(ctx("attach idmapped rootfs")),
+        (RootfsMount::Tree { path }, true) => mount(
             Some(path),
             nr,
             None::<&str>,
@@ -268,13 +273,12 @@ fn mount_rootfs(plan: &ChildPlan, idmapped: Option<&OwnedFd>) -> StepResult {
             None::<&str>,
         )
         .map_err(ctx(format!("bind rootfs {}", path.display()))),
-        RootfsMount::Overlay { lower, upper, work } => {
+        (RootfsMount::Overlay { lower, upper, work }, true) => {
             let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
-            let data = format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lowers.join(":"),
-                upper.display(),
-                work.display()
+            let data = overlay_data(
+                &lowers,
+                &upper.display().to_string(),
+                &work.display().to_string(),
             );
             mount(
                 Some("overlay"),
@@ -285,16 +289,42 @@ fn mount_rootfs(plan: &ChildPlan, idmapped: Option<&OwnedFd>) -> StepResult {
             )
             .map_err(ctx("mount overlay rootfs"))
         }
+        (RootfsMount::Overlay { upper, work, .. }, false) => {
+            // Attach each idmapped layer at run_dir/layers/N, then build the
+            // overlay from those paths: lowers first, upper+work share the last.
+            let mut points = Vec::new();
+            for (i, fd) in idmapped.iter().enumerate() {
+                let p = plan.layers_dir.join(i.to_string());
+                crate::sys::move_mount_to(fd.as_raw_fd(), &p)
+                    .map_err(ctx(format!("attach idmapped layer {}", p.display())))?;
+                points.push(p);
+            }
+            let uw = points.pop().ok_or("no idmapped layers received")?;
+            let name = |p: &PathBuf| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let lowers: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
+            let data = overlay_data(
+                &lowers,
+                &uw.join(name(upper)).display().to_string(),
+                &uw.join(name(work)).display().to_string(),
+            );
+            mount(
+                Some("overlay"),
+                nr,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(ctx("mount overlay rootfs on idmapped layers"))
+        }
     }
 }
 
 /// Everything between "parent finished uid maps and cgroup" and exec.
-fn setup(
-    plan: &ChildPlan,
-    console: &str,
-    console_fd: RawFd,
-    idmapped: Option<&OwnedFd>,
-) -> StepResult {
+fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd, idmapped: &[OwnedFd]) -> StepResult {
     use nix::sched::{CloneFlags, unshare};
     crate::sys::reset_signals();
     // Become root of the new user namespace (or stay root on the host) with
@@ -380,13 +410,13 @@ pub fn run(
         _ => fail(err_w, "parent went away before setup"),
     }
     let idmapped = match idmap_sock {
-        Some(sock) => match recv_fd(sock) {
-            Ok(fd) => Some(fd),
+        Some(sock) => match recv_fds(sock, plan.idmap_sources.len()) {
+            Ok(fds) => fds,
             Err(e) => fail(err_w, &format!("receive idmapped rootfs: {e}")),
         },
-        None => None,
+        None => Vec::new(),
     };
-    if let Err(e) = setup(plan, console, console_fd, idmapped.as_ref()) {
+    if let Err(e) = setup(plan, console, console_fd, &idmapped) {
         fail(err_w, &e);
     }
     drop(idmapped);
@@ -402,21 +432,23 @@ pub fn run(
     fail(err_w, &msg)
 }
 
-/// Receive one descriptor (SCM_RIGHTS) from the supervisor.
-fn recv_fd(sock: RawFd) -> Result<OwnedFd, String> {
+/// Receive `n` descriptors (one SCM_RIGHTS message) from the supervisor.
+fn recv_fds(sock: RawFd, n: usize) -> Result<Vec<OwnedFd>, String> {
     use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
     let mut buf = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let mut cmsg = nix::cmsg_space!([RawFd; 64]);
     let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
         .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
     for c in msg.cmsgs().map_err(|e| e.to_string())? {
-        if let ControlMessageOwned::ScmRights(fds) = c
-            && let Some(&fd) = fds.first()
-        {
-            // The kernel installed this descriptor for us just now.
-            return Ok(crate::sys::own_fd(fd));
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // The kernel installed these descriptors for us just now.
+            out.extend(fds.into_iter().map(crate::sys::own_fd));
         }
     }
-    Err("no descriptor in message".into())
+    if out.len() != n {
+        return Err(format!("expected {n} descriptors, got {}", out.len()));
+    }
+    Ok(out)
 }

@@ -121,11 +121,14 @@ pub struct RuntimeSpec {
     /// None = privileged guest (host user namespace, reduced capabilities).
     #[serde(default)]
     pub userns: Option<IdRange>,
-    /// With `userns` and a `Tree` rootfs: the tree is owned by plain host ids
-    /// (0..count, e.g. an unshifted reflink clone) and is mounted through an
-    /// idmapped mount (open_tree + mount_setattr MOUNT_ATTR_IDMAP), so it
-    /// need not be chowned into the guest's range. Needs a filesystem that
-    /// supports idmapped mounts (ext4, XFS, btrfs; not overlayfs itself).
+    /// With `userns`: the rootfs is owned by plain host ids (0..count, e.g.
+    /// an unshifted reflink clone or shared template layers) and is mounted
+    /// through idmapped mounts (open_tree + mount_setattr MOUNT_ATTR_IDMAP),
+    /// so it need not be chowned into the guest's range. Tree: the tree is
+    /// idmapped. Overlay: every lower layer and the common parent of upper
+    /// and work are idmapped, then overlay is mounted from those inside the
+    /// guest (overlayfs itself cannot be idmapped). Needs filesystems that
+    /// support idmapped mounts (ext4, XFS, btrfs, tmpfs).
     #[serde(default)]
     pub idmap_rootfs: bool,
     #[serde(default)]
@@ -394,10 +397,18 @@ fn validate(spec: &RuntimeSpec) -> Result<(), RuntimeError> {
             u.host_base, u.count
         ));
     }
+    if spec.idmap_rootfs && spec.userns.is_none() {
+        return bad("idmap_rootfs needs a user namespace (userns)".into());
+    }
     if spec.idmap_rootfs
-        && (spec.userns.is_none() || !matches!(spec.rootfs, RootfsMount::Tree { .. }))
+        && let RootfsMount::Overlay { upper, work, .. } = &spec.rootfs
+        && (upper.parent() != work.parent()
+            || upper.file_name().is_none()
+            || work.file_name().is_none())
     {
-        return bad("idmap_rootfs needs a user namespace (userns) and a tree rootfs".into());
+        return bad(
+            "idmap_rootfs with overlay needs upper and work in one parent directory".into(),
+        );
     }
     let check_dir = |p: &Path, what: &str| {
         if p.is_dir() {
@@ -489,6 +500,12 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
         .map_err(io_ctx(format!("create {}", spec.run_dir.display())))?;
     let root = spec.run_dir.join("root");
     fs::create_dir_all(&root).map_err(io_ctx(format!("create {}", root.display())))?;
+    // Mount points for idmapped overlay layers (used only inside the guest's
+    // mount namespace, empty on the host).
+    for i in 0..child_plan.idmap_sources.len() {
+        let d = child_plan.layers_dir.join(i.to_string());
+        fs::create_dir_all(&d).map_err(io_ctx(format!("create {}", d.display())))?;
+    }
     let _ = fs::remove_file(spec.run_dir.join(STOP_FILE));
     let spec_path = spec.run_dir.join(SPEC_FILE);
     fs::write(

@@ -92,8 +92,12 @@ pub struct ChildPlan {
     /// (resource, soft, hard)
     pub rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
     pub userns: bool,
-    /// The rootfs arrives as an idmapped detached mount over a socket.
-    pub idmap_rootfs: bool,
+    /// Host paths the supervisor idmaps and hands over, in order (empty
+    /// without `idmap_rootfs`): Tree: the tree; Overlay: the lower layers,
+    /// then the parent of upper and work.
+    pub idmap_sources: Vec<PathBuf>,
+    /// Where the child attaches idmapped overlay layers: `run_dir/layers/N`.
+    pub layers_dir: PathBuf,
 }
 
 fn cstr(s: &str, what: &str) -> Result<CString, RuntimeError> {
@@ -307,8 +311,24 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             (Resource::RLIMIT_CORE, 0, u64::MAX),
         ],
         userns: unprivileged,
-        idmap_rootfs: spec.idmap_rootfs,
+        idmap_sources: if spec.idmap_rootfs {
+            idmap_sources(&spec.rootfs)
+        } else {
+            Vec::new()
+        },
+        layers_dir: spec.run_dir.join("layers"),
     })
+}
+
+fn idmap_sources(rootfs: &RootfsMount) -> Vec<PathBuf> {
+    match rootfs {
+        RootfsMount::Tree { path } => vec![path.clone()],
+        RootfsMount::Overlay { lower, upper, .. } => {
+            let mut v = lower.clone();
+            v.push(upper.parent().map(PathBuf::from).unwrap_or_default());
+            v
+        }
+    }
 }
 
 #[cfg(test)]

@@ -193,7 +193,7 @@ fn boot(
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // The idmapped rootfs needs the child's user namespace, so it is made
     // after clone and handed over on a socket.
-    let idmap = if ctx.plan.idmap_rootfs {
+    let idmap = if !ctx.plan.idmap_sources.is_empty() {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         Some(
             socketpair(
@@ -237,10 +237,8 @@ fn boot(
                 }
                 mgr.add_process(&ctx.spec.name, pid)
                     .map_err(|e| e.to_string())?;
-                if let (Some((ours, _)), super::RootfsMount::Tree { path }) =
-                    (&idmap, &ctx.spec.rootfs)
-                {
-                    send_idmapped_tree(ours, pid, path)?;
+                if let Some((ours, _)) = &idmap {
+                    send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
                 }
                 Ok(())
             };
@@ -475,15 +473,20 @@ fn drain(console: &Console, log: &mut ConsoleLog) {
     }
 }
 
-/// Make the idmapped copy of the rootfs for the child's user namespace and
-/// pass it over the socket.
-fn send_idmapped_tree(sock: &OwnedFd, pid: i32, path: &std::path::Path) -> Result<(), String> {
+/// Make idmapped copies of the rootfs sources for the child's user
+/// namespace and pass them over the socket in one message.
+fn send_idmapped_trees(sock: &OwnedFd, pid: i32, paths: &[PathBuf]) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let userns = File::open(format!("/proc/{pid}/ns/user"))
         .map_err(|e| format!("open user namespace: {e}"))?;
-    let tree = sys::idmapped_tree(path, userns.as_raw_fd())
-        .map_err(|e| format!("idmapped mount of {}: {e}", path.display()))?;
-    let fds = [tree.as_raw_fd()];
+    let mut trees = Vec::new();
+    for p in paths {
+        trees.push(
+            sys::idmapped_tree(p, userns.as_raw_fd())
+                .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+        );
+    }
+    let fds: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
     let iov = [std::io::IoSlice::new(b"m")];
     sendmsg::<()>(
         sock.as_raw_fd(),
