@@ -69,9 +69,30 @@ fn host_backend_lifecycle() {
     let mut child = Command::new("/bin/sleep").arg("60").spawn().unwrap();
     m.add_process("g", child.id() as i32).unwrap();
     assert_eq!(m.pids("g").unwrap(), vec![child.id() as i32]);
+    // A sub-cgroup (as a delegated guest could make) with its own process:
+    // listed, killed and removed with the guest's cgroup.
+    let sub = m.dirs("g")[0].join("sub");
+    fs::create_dir(&sub).unwrap();
+    if m.version() == cgroup::Version::V1 && sub.join("cpuset.cpus").exists() {
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            fs::write(
+                sub.join(f),
+                fs::read_to_string(m.dirs("g")[0].join(f)).unwrap().trim(),
+            )
+            .unwrap();
+        }
+    }
+    let mut child2 = Command::new("/bin/sleep").arg("60").spawn().unwrap();
+    fs::write(sub.join("cgroup.procs"), child2.id().to_string()).unwrap();
+    let mut pids = m.pids("g").unwrap();
+    pids.sort();
+    let mut want = vec![child.id() as i32, child2.id() as i32];
+    want.sort();
+    assert_eq!(pids, want);
     m.kill_all("g", Duration::from_secs(5)).unwrap();
     let st = child.wait().unwrap();
     assert!(!st.success());
+    assert!(!child2.wait().unwrap().success());
     assert!(m.pids("g").unwrap().is_empty());
     let _ = m.cpu_usage("g").unwrap();
     m.destroy("g", Duration::from_secs(5)).unwrap();

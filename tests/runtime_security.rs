@@ -127,6 +127,27 @@ fn check_restrictions(g: &Guest, privileged: bool) {
         }
     }
 
+    // The guest sees its own cgroups, rooted at itself, and cannot change
+    // its limits or create sub-cgroups (no delegation yet).
+    let out = ok(g, "cat /proc/self/cgroup");
+    assert!(
+        out.lines().all(|l| l.ends_with(":/")),
+        "cgroup paths outside the guest's root:\n{out}"
+    );
+    if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        ok(
+            g,
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+        );
+        fails(g, "echo 1 > /sys/fs/cgroup/pids/pids.max");
+        fails(g, "mkdir /sys/fs/cgroup/memory/sub");
+        let out = ok(g, "ls /sys/fs/cgroup/memory");
+        assert!(
+            !out.contains("vsctl-test"),
+            "host cgroup tree visible:\n{out}"
+        );
+    }
+
     // Host processes are invisible.
     let mut marker = Command::new("/bin/sleep").arg("4242.4242").spawn().unwrap();
     let out = ok(g, "ps");
@@ -160,7 +181,7 @@ fn check_restrictions(g: &Guest, privileged: bool) {
             "host mount in guest: {l}"
         );
     }
-    assert!(out.lines().count() < 40, "{out}");
+    assert!(out.lines().count() < 80, "{out}");
 }
 
 #[test]

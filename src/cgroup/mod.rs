@@ -176,6 +176,33 @@ fn read_pids(path: &Path) -> Result<Vec<i32>, CgroupError> {
     }
 }
 
+/// Processes in a cgroup and all cgroups below it (a guest may have made
+/// sub-cgroups; v1 and v2 list only direct members in cgroup.procs).
+fn read_pids_tree(dir: &Path) -> Result<Vec<i32>, CgroupError> {
+    let mut all = read_pids(&dir.join("cgroup.procs"))?;
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                all.extend(read_pids_tree(&e.path())?);
+            }
+        }
+    }
+    Ok(all)
+}
+
+/// Remove a cgroup and every cgroup below it, deepest first.
+fn rmdir_tree(dir: &Path, deadline: Instant) -> Result<(), CgroupError> {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            // file_type() does not follow symlinks: never leaves the tree.
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                rmdir_tree(&e.path(), deadline)?;
+            }
+        }
+    }
+    rmdir_retry(dir, deadline)
+}
+
 fn kill_pids(pids: &[i32]) {
     for &pid in pids {
         // ESRCH (already gone) is the expected race here.
@@ -423,7 +450,7 @@ impl CgroupManager for V2 {
 
     fn pids(&self, name: &str) -> Result<Vec<i32>, CgroupError> {
         check_name(name)?;
-        read_pids(&self.dir(name).join("cgroup.procs"))
+        read_pids_tree(&self.dir(name))
     }
 
     fn kill_all(&self, name: &str, timeout: Duration) -> Result<(), CgroupError> {
@@ -459,7 +486,7 @@ impl CgroupManager for V2 {
             return Ok(());
         }
         self.kill_all(name, timeout)?;
-        rmdir_retry(&dir, Instant::now() + timeout)
+        rmdir_tree(&dir, Instant::now() + timeout)
     }
 
     fn exists(&self, name: &str) -> bool {
@@ -485,11 +512,13 @@ impl CgroupManager for V2 {
 
 // ---------------------------------------------------------------- v1 ----
 
-/// Controllers vsctl uses on v1. `cpuset` is left out on purpose: a new
-/// cpuset cgroup needs cpus/mems copied from its parent before it accepts
-/// tasks, and vsctl does not pin guests to CPUs yet.
+/// Hierarchies vsctl places guests in on v1: the controllers it limits
+/// with, plus `cpuset` (cpus/mems copied from the parent, so the guest's
+/// cgroup namespace hides the host's cpuset tree), the named `systemd`
+/// hierarchy and the hybrid `unified` cgroup2 mount, for the same reason.
 pub const V1_CONTROLLERS: &[&str] = &[
-    "cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer",
+    "cpu", "cpuacct", "memory", "pids", "blkio", "devices", "freezer", "cpuset", "systemd",
+    "unified",
 ];
 
 /// Character devices a guest may use (devices cgroup allow list): the nodes
@@ -574,9 +603,26 @@ impl CgroupManager for V1 {
 
     fn create(&self, name: &str) -> Result<(), CgroupError> {
         check_name(name)?;
-        for (_, m) in &self.mounts {
+        for (ctrls, m) in &self.mounts {
             let dir = m.join(&self.base).join(name);
             fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            if ctrls.iter().any(|c| c == "cpuset") {
+                // A new cpuset cgroup has no cpus/mems and refuses tasks
+                // until they are set: inherit them level by level.
+                let mut d = m.clone();
+                for comp in self.base.split('/').chain(std::iter::once(name)) {
+                    let parent = d.clone();
+                    d.push(comp);
+                    for f in ["cpuset.cpus", "cpuset.mems"] {
+                        let cur = fs::read_to_string(d.join(f)).unwrap_or_default();
+                        if cur.trim().is_empty() {
+                            let v = fs::read_to_string(parent.join(f))
+                                .map_err(io_err(&parent.join(f)))?;
+                            write_file(&d.join(f), v.trim())?;
+                        }
+                    }
+                }
+            }
         }
         if let Some(d) = self.ctrl_dir(name, "memory") {
             // Hierarchical accounting so the guest's subtree counts as one.
@@ -654,7 +700,7 @@ impl CgroupManager for V1 {
         check_name(name)?;
         let mut all = Vec::new();
         for (_, m) in &self.mounts {
-            for p in read_pids(&m.join(&self.base).join(name).join("cgroup.procs"))? {
+            for p in read_pids_tree(&m.join(&self.base).join(name))? {
                 if !all.contains(&p) {
                     all.push(p);
                 }
@@ -699,7 +745,7 @@ impl CgroupManager for V1 {
         self.kill_all(name, timeout)?;
         let deadline = Instant::now() + timeout;
         for (_, m) in &self.mounts {
-            rmdir_retry(&m.join(&self.base).join(name), deadline)?;
+            rmdir_tree(&m.join(&self.base).join(name), deadline)?;
         }
         Ok(())
     }
@@ -728,6 +774,65 @@ impl CgroupManager for V1 {
             .map(|(_, m)| m.join(&self.base).join(name))
             .collect()
     }
+}
+
+/// A cgroup hierarchy of the host as the guest should mount it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostHierarchy {
+    /// Directory name under /sys/fs/cgroup ("" for a cgroup2 mount at the top).
+    pub dir: String,
+    /// "cgroup" or "cgroup2".
+    pub fstype: String,
+    /// Mount data: the controllers / `name=` of a v1 hierarchy, "" for v2.
+    pub options: String,
+}
+
+/// The cgroup hierarchies mounted under /sys/fs/cgroup, from mountinfo.
+pub fn host_hierarchies() -> Vec<HostHierarchy> {
+    let mi = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_hierarchies(&mi)
+}
+
+fn parse_hierarchies(mountinfo: &str) -> Vec<HostHierarchy> {
+    let mut v = Vec::new();
+    for l in mountinfo.lines() {
+        let Some((pre, post)) = l.split_once(" - ") else {
+            continue;
+        };
+        let mp = pre.split(' ').nth(4).unwrap_or_default();
+        let mut post = post.split(' ');
+        let fstype = post.next().unwrap_or_default();
+        let sopts = post.nth(1).unwrap_or_default();
+        if fstype != "cgroup" && fstype != "cgroup2" {
+            continue;
+        }
+        let Some(rest) = mp.strip_prefix("/sys/fs/cgroup") else {
+            continue;
+        };
+        let dir = rest.trim_start_matches('/');
+        if dir.contains('/') {
+            continue;
+        }
+        let options = if fstype == "cgroup" {
+            sopts
+                .split(',')
+                .filter(|o| {
+                    !matches!(*o, "rw" | "ro")
+                        && !o.starts_with("release_agent")
+                        && *o != "clone_children"
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        } else {
+            String::new()
+        };
+        v.push(HostHierarchy {
+            dir: dir.to_string(),
+            fstype: fstype.to_string(),
+            options,
+        });
+    }
+    v
 }
 
 /// Remove the (empty) base directories left after the last guest is gone,
@@ -890,6 +995,34 @@ mod tests {
         m.destroy("g", Duration::from_millis(100)).unwrap();
         assert!(!t.path().join("vsctl-test/g").exists());
         assert!(!m.exists("g"));
+    }
+
+    #[test]
+    fn parses_host_hierarchies() {
+        let mi = "32 31 0:29 / /sys/fs/cgroup/cpu rw,relatime - cgroup cgroup rw,cpu\n\
+                  40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd,release_agent=/x\n\
+                  41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n\
+                  42 23 0:38 / /other rw - cgroup2 cgroup2 rw\n\
+                  31 23 0:28 / /sys/fs/cgroup rw - tmpfs tmpfs rw\n";
+        let h = parse_hierarchies(mi);
+        assert_eq!(h.len(), 3);
+        assert_eq!(
+            h[0],
+            HostHierarchy {
+                dir: "cpu".into(),
+                fstype: "cgroup".into(),
+                options: "cpu".into()
+            }
+        );
+        assert_eq!(h[1].options, "name=systemd");
+        assert_eq!(
+            h[2],
+            HostHierarchy {
+                dir: "unified".into(),
+                fstype: "cgroup2".into(),
+                options: "".into()
+            }
+        );
     }
 
     #[test]

@@ -251,6 +251,46 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             content: "vsctl\n".into(),
         },
     ]);
+    // The guest's own cgroups, as its cgroup namespace shows them (rooted at
+    // the guest's cgroup). Read-only for privileged guests; in unprivileged
+    // guests the directories stay owned by host root, so the guest can read
+    // but neither change its own limits nor create sub-cgroups.
+    let unprivileged = spec.userns.is_some();
+    let ro = if unprivileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    let hier = crate::cgroup::host_hierarchies();
+    if hier.len() == 1 && hier[0].dir.is_empty() {
+        steps.push(Step::Mount {
+            source: "cgroup2".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "cgroup2".into(),
+            flags: nosuid_nodev_noexec | ro,
+            data: None,
+        });
+    } else if !hier.is_empty() {
+        steps.push(Step::Mount {
+            source: "cgroup".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "tmpfs".into(),
+            flags: nosuid_nodev_noexec,
+            data: Some("mode=755,size=64k".into()),
+        });
+        for h in hier.iter().filter(|h| !h.dir.is_empty()) {
+            steps.push(Step::Mount {
+                source: "cgroup".into(),
+                target: r("sys/fs/cgroup").join(&h.dir),
+                fstype: h.fstype.clone(),
+                flags: nosuid_nodev_noexec | ro,
+                data: (!h.options.is_empty()).then(|| h.options.clone()),
+            });
+        }
+        steps.push(Step::ReadOnly {
+            target: r("sys/fs/cgroup"),
+        });
+    }
     for m in &spec.mounts {
         let target = guest_rel(&m.target)?;
         let meta = std::fs::metadata(&m.source).map_err(|e| RuntimeError::Io {
@@ -276,7 +316,6 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         steps.push(Step::ReadOnly { target: r(p) });
     }
     // sysrq-trigger is masked above; read-only on top costs nothing.
-    let unprivileged = spec.userns.is_some();
     let caps =
         crate::caps::bounding_set(unprivileged, spec.seccomp, &spec.caps_add, &spec.caps_drop)?;
     let argv = spec
