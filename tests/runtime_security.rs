@@ -140,7 +140,20 @@ fn check_restrictions(g: &Guest, privileged: bool) {
             "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
         );
         fails(g, "echo 1 > /sys/fs/cgroup/pids/pids.max");
-        fails(g, "mkdir /sys/fs/cgroup/memory/sub");
+        if privileged {
+            fails(g, "mkdir /sys/fs/cgroup/memory/sub");
+        } else {
+            // Delegated: sub-cgroups work, and stay inside the guest's.
+            let out = ok(
+                g,
+                "mkdir /sys/fs/cgroup/memory/sub && echo $$ > /sys/fs/cgroup/memory/sub/cgroup.procs && grep memory /proc/self/cgroup",
+            );
+            assert!(out.trim().ends_with(":memory:/sub"), "{out}");
+            fails(
+                g,
+                "echo 999999999999 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
+            );
+        }
         let out = ok(g, "ls /sys/fs/cgroup/memory");
         assert!(
             !out.contains("vsctl-test"),

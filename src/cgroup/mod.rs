@@ -136,6 +136,34 @@ pub trait CgroupManager: Send + Sync {
     fn cpu_usage(&self, name: &str) -> Result<Duration, CgroupError>;
     /// Directories making up the guest's cgroup (one per v1 hierarchy).
     fn dirs(&self, name: &str) -> Vec<PathBuf>;
+    /// Delegate the guest's cgroup to uid/gid (its root in a user
+    /// namespace): the directory and the membership files become theirs, so
+    /// the guest can create sub-cgroups and move its processes (systemd
+    /// needs this), while its own limit files stay root-owned. Everything
+    /// below is bounded by the guest's limits (hierarchical accounting).
+    fn delegate(&self, name: &str, uid: u32, gid: u32) -> Result<(), CgroupError> {
+        check_name(name)?;
+        for d in self.dirs(name) {
+            for f in [
+                None,
+                Some("cgroup.procs"),
+                Some("tasks"),
+                Some("cgroup.threads"),
+                Some("cgroup.subtree_control"),
+            ] {
+                let p = match f {
+                    Some(f) => d.join(f),
+                    None => d.clone(),
+                };
+                match std::os::unix::fs::lchown(&p, Some(uid), Some(gid)) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err(&p)(e)),
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 fn check_name(name: &str) -> Result<(), CgroupError> {

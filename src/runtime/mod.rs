@@ -525,7 +525,13 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
     // A previous crashed run may have left the cgroup: start from scratch.
     mgr.destroy(&spec.name, Duration::from_secs(5))?;
     mgr.create(&spec.name)?;
-    if let Err(e) = mgr.apply(&spec.name, &spec.limits, root_dev) {
+    let prepared = mgr
+        .apply(&spec.name, &spec.limits, root_dev)
+        .and_then(|()| match spec.userns {
+            Some(u) => mgr.delegate(&spec.name, u.host_base, u.host_base),
+            None => Ok(()),
+        });
+    if let Err(e) = prepared {
         let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
         return Err(e.into());
     }

@@ -252,9 +252,9 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         },
     ]);
     // The guest's own cgroups, as its cgroup namespace shows them (rooted at
-    // the guest's cgroup). Read-only for privileged guests; in unprivileged
-    // guests the directories stay owned by host root, so the guest can read
-    // but neither change its own limits nor create sub-cgroups.
+    // the guest's cgroup). Read-only for privileged guests; unprivileged
+    // guests get their cgroup delegated (see CgroupManager::delegate): they
+    // can create sub-cgroups but not change their own limits.
     let unprivileged = spec.userns.is_some();
     let ro = if unprivileged {
         MsFlags::empty()
