@@ -92,7 +92,7 @@ vs_rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$sup/status")
 "$RT" "$W/sleeper.json" stop >/dev/null
 lxc_rss=-
 if [ "$HAVE_LXC" = 1 ]; then
-    lxc-start -n bench -P "$W/lxc" -d
+    lxc-start -n bench -P "$W/lxc" -d || true
     mon=$(pgrep -f "lxc monitor.*bench" | head -1 || true)
     [ -n "$mon" ] && lxc_rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$mon/status")
 fi
