@@ -278,6 +278,11 @@ fn redirect_stdio() {
 
 fn main(ctx: Context, report: OwnedFd) -> ! {
     redirect_stdio();
+    // `ps`/`top` show which guest this supervisor belongs to (the kernel
+    // keeps the first 15 bytes).
+    if let Ok(c) = std::ffi::CString::new(format!("vsctl:{}", ctx.spec.name)) {
+        let _ = nix::sys::prctl::set_name(&c);
+    }
     // Do not pin the caller's working directory (and its filesystem) for
     // the guest's lifetime.
     let _ = nix::unistd::chdir("/");
