@@ -9,6 +9,7 @@
 
 pub mod app;
 pub mod apply;
+pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod quota;
 pub mod render;
 pub mod rootfs;
 pub mod runtime;
+pub mod seccomp;
 pub mod state;
 pub mod store;
 pub mod sys;

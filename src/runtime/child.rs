@@ -1,0 +1,454 @@
+//! The guest's first process, between clone and exec.
+//!
+//! It runs in fresh namespaces and walks the [`ChildPlan`] computed by the
+//! parent. Order matters and is commented where it lives. Any failure is
+//! written to the error pipe (which exec closes on success) and the process
+//! exits; it never returns to the caller's code.
+
+use super::RootfsMount;
+use super::plan::{ChildPlan, Step};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{Mode, mkdirat};
+use nix::unistd::{Gid, Uid};
+use std::ffi::CString;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::path::{Component, Path, PathBuf};
+
+type StepResult = Result<(), String>;
+
+fn ctx<E: std::fmt::Display>(what: impl std::fmt::Display) -> impl FnOnce(E) -> String {
+    move |e| format!("{what}: {e}")
+}
+
+/// Open `rel` inside the guest root (never escaping it), creating missing
+/// directories on the way and, if `create_file`, a missing last component as
+/// an empty file. Returns an O_PATH fd usable as a mount target through
+/// /proc/self/fd.
+fn resolve(root: BorrowedFd, rel: &Path, create: Option<bool>) -> Result<OwnedFd, String> {
+    let how = || {
+        OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+    };
+    match openat2(root, rel, how()) {
+        Ok(fd) => return Ok(fd),
+        Err(nix::Error::ENOENT) if create.is_some() => {}
+        Err(e) => return Err(format!("resolve /{}: {e}", rel.display())),
+    }
+    let comps: Vec<_> = rel.components().collect();
+    let mut cur = PathBuf::new();
+    for (i, c) in comps.iter().enumerate() {
+        let Component::Normal(name) = c else {
+            return Err(format!("bad guest path /{}", rel.display()));
+        };
+        let parent = if cur.as_os_str().is_empty() {
+            openat2(root, ".", how()).map_err(ctx("open guest root"))?
+        } else {
+            openat2(root, &cur, how()).map_err(ctx(format!("resolve /{}", cur.display())))?
+        };
+        cur.push(name);
+        if openat2(root, &cur, how()).is_ok() {
+            continue;
+        }
+        let last = i + 1 == comps.len();
+        if last && create == Some(true) {
+            let f = nix::fcntl::openat(
+                parent.as_fd(),
+                *name,
+                OFlag::O_CREAT
+                    | OFlag::O_EXCL
+                    | OFlag::O_WRONLY
+                    | OFlag::O_CLOEXEC
+                    | OFlag::O_NOFOLLOW,
+                Mode::from_bits_truncate(0o644),
+            )
+            .map_err(ctx(format!("create /{}", cur.display())))?;
+            drop(f);
+        } else {
+            mkdirat(parent.as_fd(), *name, Mode::from_bits_truncate(0o755))
+                .or_else(|e| {
+                    if e == nix::Error::EEXIST {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(ctx(format!("mkdir /{}", cur.display())))?;
+        }
+    }
+    openat2(root, rel, how()).map_err(ctx(format!("resolve /{}", rel.display())))
+}
+
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// Remount a bind mount read-only, keeping the flags the kernel locked on it
+/// (in a user namespace, dropping nosuid/nodev/noexec would be refused).
+fn remount_ro(target: &str) -> StepResult {
+    use nix::sys::statvfs::{FsFlags, statvfs};
+    let st = statvfs(target).map_err(ctx(format!("statvfs {target}")))?;
+    let f = st.flags();
+    let mut flags = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+    for (ff, mf) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if f.contains(ff) {
+            flags |= mf;
+        }
+    }
+    mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(ctx(format!("remount read-only {target}")))
+}
+
+fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
+    match step {
+        Step::Mount {
+            source,
+            target,
+            fstype,
+            flags,
+            data,
+        } => {
+            let fd = resolve(root, target, Some(false))?;
+            mount(
+                Some(source.as_str()),
+                fd_path(&fd).as_str(),
+                Some(fstype.as_str()),
+                *flags,
+                data.as_deref(),
+            )
+            .map_err(ctx(format!("mount {fstype} on /{}", target.display())))
+        }
+        Step::BindHost {
+            source,
+            target,
+            dir,
+            read_only,
+        } => {
+            let fd = resolve(root, target, Some(!dir))?;
+            let t = fd_path(&fd);
+            mount(
+                Some(source),
+                t.as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(ctx(format!(
+                "bind {} on /{}",
+                source.display(),
+                target.display()
+            )))?;
+            if *read_only {
+                // Re-resolve: the old fd points below the new mount.
+                let fd = resolve(root, target, None)?;
+                remount_ro(&fd_path(&fd))?;
+            }
+            Ok(())
+        }
+        Step::Console { target } => {
+            let fd = resolve(root, target, Some(true))?;
+            mount(
+                Some(console),
+                fd_path(&fd).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(ctx(format!("bind console on /{}", target.display())))
+        }
+        Step::KeepWritable { target } | Step::ReadOnly { target } => {
+            let fd = match resolve(root, target, None) {
+                Ok(fd) => fd,
+                Err(_) => return Ok(()), // not on this kernel
+            };
+            mount(
+                Some(fd_path(&fd).as_str()),
+                fd_path(&fd).as_str(),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(ctx(format!("bind /{} on itself", target.display())))?;
+            if matches!(step, Step::ReadOnly { .. }) {
+                let fd = resolve(root, target, None)?;
+                remount_ro(&fd_path(&fd))?;
+            }
+            Ok(())
+        }
+        Step::Mask { target } => {
+            let fd = match resolve(root, target, None) {
+                Ok(fd) => fd,
+                Err(_) => return Ok(()),
+            };
+            let t = fd_path(&fd);
+            let is_dir = std::fs::metadata(&t).map(|m| m.is_dir()).unwrap_or(false);
+            if is_dir {
+                mount(
+                    Some("tmpfs"),
+                    t.as_str(),
+                    Some("tmpfs"),
+                    MsFlags::MS_RDONLY
+                        | MsFlags::MS_NOSUID
+                        | MsFlags::MS_NODEV
+                        | MsFlags::MS_NOEXEC,
+                    Some("size=0,mode=555"),
+                )
+            } else {
+                mount(
+                    Some("/dev/null"),
+                    t.as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+            }
+            .map_err(ctx(format!("mask /{}", target.display())))
+        }
+        Step::WriteFile { target, content } => {
+            let parent = target.parent().unwrap_or(Path::new(""));
+            let pfd = resolve(root, parent, Some(false))?;
+            let name = target.file_name().ok_or("file without name")?;
+            let fd = nix::fcntl::openat(
+                pfd.as_fd(),
+                name,
+                OFlag::O_CREAT
+                    | OFlag::O_WRONLY
+                    | OFlag::O_TRUNC
+                    | OFlag::O_NOFOLLOW
+                    | OFlag::O_CLOEXEC,
+                Mode::from_bits_truncate(0o444),
+            )
+            .map_err(ctx(format!("create /{}", target.display())))?;
+            nix::unistd::write(&fd, content.as_bytes())
+                .map_err(ctx(format!("write /{}", target.display())))?;
+            Ok(())
+        }
+        Step::Symlink { link_to, target } => {
+            let parent = target.parent().unwrap_or(Path::new(""));
+            let pfd = if parent.as_os_str().is_empty() {
+                resolve(root, Path::new("."), None)?
+            } else {
+                resolve(root, parent, Some(false))?
+            };
+            let name = target.file_name().ok_or("symlink without name")?;
+            nix::unistd::symlinkat(link_to.as_str(), pfd.as_fd(), name)
+                .or_else(|e| {
+                    if e == nix::Error::EEXIST {
+                        Ok(())
+                    } else {
+                        Err(e)
+                    }
+                })
+                .map_err(ctx(format!("symlink /{}", target.display())))
+        }
+    }
+}
+
+fn overlay_data(lower: &[String], upper: &str, work: &str) -> String {
+    format!(
+        "lowerdir={},upperdir={upper},workdir={work}",
+        lower.join(":")
+    )
+}
+
+fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
+    let nr = &plan.new_root;
+    match (&plan.rootfs, idmapped.is_empty()) {
+        (RootfsMount::Tree { .. }, false) => crate::sys::move_mount_to(idmapped[0].as_raw_fd(), nr)
+            .map_err(ctx("attach idmapped rootfs")),
+        (RootfsMount::Tree { path }, true) => mount(
+            Some(path),
+            nr,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None::<&str>,
+        )
+        .map_err(ctx(format!("bind rootfs {}", path.display()))),
+        (RootfsMount::Overlay { lower, upper, work }, true) => {
+            let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
+            let data = overlay_data(
+                &lowers,
+                &upper.display().to_string(),
+                &work.display().to_string(),
+            );
+            mount(
+                Some("overlay"),
+                nr,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(ctx("mount overlay rootfs"))
+        }
+        (RootfsMount::Overlay { upper, work, .. }, false) => {
+            // Attach each idmapped layer at run_dir/layers/N, then build the
+            // overlay from those paths: lowers first, upper+work share the last.
+            let mut points = Vec::new();
+            for (i, fd) in idmapped.iter().enumerate() {
+                let p = plan.layers_dir.join(i.to_string());
+                crate::sys::move_mount_to(fd.as_raw_fd(), &p)
+                    .map_err(ctx(format!("attach idmapped layer {}", p.display())))?;
+                points.push(p);
+            }
+            let uw = points.pop().ok_or("no idmapped layers received")?;
+            let name = |p: &PathBuf| {
+                p.file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            };
+            let lowers: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
+            let data = overlay_data(
+                &lowers,
+                &uw.join(name(upper)).display().to_string(),
+                &uw.join(name(work)).display().to_string(),
+            );
+            mount(
+                Some("overlay"),
+                nr,
+                Some("overlay"),
+                MsFlags::empty(),
+                Some(data.as_str()),
+            )
+            .map_err(ctx("mount overlay rootfs on idmapped layers"))
+        }
+    }
+}
+
+/// Everything between "parent finished uid maps and cgroup" and exec.
+fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd, idmapped: &[OwnedFd]) -> StepResult {
+    use nix::sched::{CloneFlags, unshare};
+    crate::sys::reset_signals();
+    // Become root of the new user namespace (or stay root on the host) with
+    // no supplementary groups carried over from the caller.
+    nix::unistd::setgroups(&[]).map_err(ctx("setgroups"))?;
+    nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
+        .map_err(ctx("setresgid"))?;
+    nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0))
+        .map_err(ctx("setresuid"))?;
+
+    // The console becomes stdio and controlling terminal of a new session.
+    nix::unistd::setsid().map_err(ctx("setsid"))?;
+    crate::sys::set_controlling_tty(console_fd).map_err(ctx("set controlling tty"))?;
+    let cfd = crate::sys::borrow_fd(console_fd);
+    nix::unistd::dup2_stdin(cfd).map_err(ctx("dup2 console"))?;
+    nix::unistd::dup2_stdout(cfd).map_err(ctx("dup2 console"))?;
+    nix::unistd::dup2_stderr(cfd).map_err(ctx("dup2 console"))?;
+
+    // The parent moved us into the guest cgroup before letting us run, so
+    // the new cgroup namespace is rooted at the guest's own cgroup.
+    unshare(CloneFlags::CLONE_NEWCGROUP).map_err(ctx("unshare cgroup namespace"))?;
+
+    // Nothing we mount may propagate back to the host.
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(ctx("make / private"))?;
+    mount_rootfs(plan, idmapped)?;
+    let root = nix::fcntl::open(
+        &plan.new_root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(ctx(format!("open {}", plan.new_root.display())))?;
+    for step in &plan.steps {
+        run_step(root.as_fd(), step, console)?;
+    }
+    drop(root);
+
+    // pivot_root(".", ".") stacks the old root on top of the new one; the
+    // detach then removes every host mount from this namespace.
+    nix::unistd::chdir(&plan.new_root).map_err(ctx("chdir new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(ctx("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(ctx("detach old root"))?;
+    nix::unistd::chdir("/").map_err(ctx("chdir /"))?;
+
+    nix::unistd::sethostname(&plan.hostname).map_err(ctx("sethostname"))?;
+    for (res, soft, hard) in &plan.rlimits {
+        let _ = nix::sys::resource::setrlimit(*res, *soft, *hard);
+    }
+    // Capabilities before seccomp: installing the filter without
+    // NO_NEW_PRIVS needs CAP_SYS_ADMIN, which is still effective here (only
+    // the bounding set shrank; exec applies it).
+    crate::caps::apply(plan.caps, plan.last_cap).map_err(|e| e.to_string())?;
+    if let Some(prog) = &plan.seccomp {
+        crate::seccomp::install(prog).map_err(ctx("install seccomp filter"))?;
+    }
+    Ok(())
+}
+
+fn fail(err_w: RawFd, msg: &str) -> ! {
+    let _ = nix::unistd::write(crate::sys::borrow_fd(err_w), msg.as_bytes());
+    crate::sys::exit_now(1)
+}
+
+/// Child entry point. `sync_r` delivers one byte once the parent wrote the
+/// id maps and moved us into the cgroup; `err_w` is close-on-exec.
+pub fn run(
+    plan: &ChildPlan,
+    console: &str,
+    console_fd: RawFd,
+    sync_r: RawFd,
+    err_w: RawFd,
+    idmap_sock: Option<RawFd>,
+) -> ! {
+    let mut b = [0u8; 1];
+    match nix::unistd::read(crate::sys::borrow_fd(sync_r), &mut b) {
+        Ok(1) => {}
+        _ => fail(err_w, "parent went away before setup"),
+    }
+    let idmapped = match idmap_sock {
+        Some(sock) => match recv_fds(sock, plan.idmap_sources.len()) {
+            Ok(fds) => fds,
+            Err(e) => fail(err_w, &format!("receive idmapped rootfs: {e}")),
+        },
+        None => Vec::new(),
+    };
+    if let Err(e) = setup(plan, console, console_fd, &idmapped) {
+        fail(err_w, &e);
+    }
+    drop(idmapped);
+    // No descriptor of the supervisor may reach the guest: keep stdio and
+    // the close-on-exec error pipe only.
+    if let Err(e) = crate::sys::close_fds_except(3, &[err_w]) {
+        fail(err_w, &format!("close_range: {e}"));
+    }
+    let path: &CString = &plan.argv[0];
+    let e = crate::sys::execve(path, &plan.argv, &plan.env);
+    let msg = format!("exec {}: {e}", path.to_string_lossy());
+    let _ = io::stderr().write_all(msg.as_bytes());
+    fail(err_w, &msg)
+}
+
+/// Receive `n` descriptors (one SCM_RIGHTS message) from the supervisor.
+fn recv_fds(sock: RawFd, n: usize) -> Result<Vec<OwnedFd>, String> {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 64]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for c in msg.cmsgs().map_err(|e| e.to_string())? {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            // The kernel installed these descriptors for us just now.
+            out.extend(fds.into_iter().map(crate::sys::own_fd));
+        }
+    }
+    if out.len() != n {
+        return Err(format!("expected {n} descriptors, got {}", out.len()));
+    }
+    Ok(out)
+}

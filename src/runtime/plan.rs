@@ -1,0 +1,457 @@
+//! The list of steps a guest's first process executes, computed in the parent.
+//!
+//! Everything here is pure: it turns a [`RuntimeSpec`] into data (mount steps
+//! with guest-relative targets, the capability mask, the seccomp program,
+//! argv/env as C strings). The cloned child then only walks the list, so no
+//! policy decision, allocation-heavy parsing or file lookup happens between
+//! clone and exec, and the list can be unit-tested and printed.
+
+use super::{RootfsMount, RuntimeError, RuntimeSpec};
+use nix::mount::MsFlags;
+use std::ffi::CString;
+use std::path::PathBuf;
+
+/// One setup operation inside the guest's mount namespace. `target`s are
+/// relative to the guest root and resolved with openat2(RESOLVE_IN_ROOT), so a
+/// symlink planted in the guest's tree can never redirect them to the host.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step {
+    /// mount(source, target, fstype, flags, data) onto a directory, created if missing.
+    Mount {
+        source: String,
+        target: PathBuf,
+        fstype: String,
+        flags: MsFlags,
+        data: Option<String>,
+    },
+    /// Bind a host path (trusted: from the spec or /dev) onto a guest path,
+    /// creating a file or directory mount point as needed; optionally read-only.
+    BindHost {
+        source: PathBuf,
+        target: PathBuf,
+        dir: bool,
+        read_only: bool,
+    },
+    /// Bind the console pty slave onto this guest path (known only at boot).
+    Console { target: PathBuf },
+    /// Bind a guest path onto itself (recursively) and make the top read-only.
+    /// Missing paths are skipped: they differ between kernels.
+    ReadOnly { target: PathBuf },
+    /// Bind a guest path onto itself, keeping it writable (so a later
+    /// ReadOnly of its parent leaves it writable as a sub-mount).
+    KeepWritable { target: PathBuf },
+    /// Hide a path: /dev/null over files, an empty read-only tmpfs over
+    /// directories. Missing paths are skipped.
+    Mask { target: PathBuf },
+    /// symlink(link_to, target)
+    Symlink { link_to: String, target: PathBuf },
+    /// Create a file with this content (on a tmpfs the runtime mounted).
+    WriteFile { target: PathBuf, content: String },
+}
+
+/// /proc entries that leak host information or control the host (Docker's
+/// and LXC's lists).
+pub const PROC_MASKED: &[&str] = &[
+    "proc/acpi",
+    "proc/asound",
+    "proc/kcore",
+    "proc/keys",
+    "proc/latency_stats",
+    "proc/timer_list",
+    "proc/timer_stats",
+    "proc/sched_debug",
+    "proc/scsi",
+    "proc/sysrq-trigger",
+    "proc/kallsyms",
+    "proc/kmsg",
+    "sys/firmware",
+    "sys/devices/virtual/powercap",
+    "sys/kernel/security",
+    "sys/kernel/debug",
+];
+
+/// /proc subtrees that stay visible but read-only.
+pub const PROC_READ_ONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/sys"];
+
+/// Host device nodes bind-mounted into the guest's /dev.
+pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// Everything the child needs, precomputed.
+#[derive(Debug, Clone)]
+pub struct ChildPlan {
+    /// Where the guest root is mounted in the child's mount namespace.
+    pub new_root: PathBuf,
+    pub rootfs: RootfsMount,
+    pub steps: Vec<Step>,
+    pub hostname: String,
+    pub caps: u64,
+    pub last_cap: u32,
+    pub seccomp: Option<Vec<libc::sock_filter>>,
+    pub argv: Vec<CString>,
+    pub env: Vec<CString>,
+    /// (resource, soft, hard)
+    pub rlimits: Vec<(nix::sys::resource::Resource, u64, u64)>,
+    pub userns: bool,
+    /// Host paths the supervisor idmaps and hands over, in order (empty
+    /// without `idmap_rootfs`): Tree: the tree; Overlay: the lower layers,
+    /// then the parent of upper and work.
+    pub idmap_sources: Vec<PathBuf>,
+    /// Where the child attaches idmapped overlay layers: `run_dir/layers/N`.
+    pub layers_dir: PathBuf,
+}
+
+fn cstr(s: &str, what: &str) -> Result<CString, RuntimeError> {
+    CString::new(s).map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte: {s:?}")))
+}
+
+/// A guest path from the spec as a relative path without `..`.
+pub fn guest_rel(p: &std::path::Path) -> Result<PathBuf, RuntimeError> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => {
+                return Err(RuntimeError::Invalid(format!(
+                    "guest path {} must be absolute without '..'",
+                    p.display()
+                )));
+            }
+        }
+    }
+    if out.as_os_str().is_empty() {
+        return Err(RuntimeError::Invalid(format!(
+            "guest path {} is the root",
+            p.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// The environment init starts with: a fixed base, then the spec's variables.
+/// Nothing is inherited from the host.
+pub fn environment(spec: &RuntimeSpec, uuid: &str) -> Vec<(String, String)> {
+    let mut env = std::collections::BTreeMap::new();
+    env.insert(
+        "PATH".to_string(),
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_string(),
+    );
+    env.insert("TERM".to_string(), "linux".to_string());
+    env.insert("HOME".to_string(), "/root".to_string());
+    // systemd's container interface (systemd.io/CONTAINER_INTERFACE).
+    env.insert("container".to_string(), "vsctl".to_string());
+    env.insert("container_uuid".to_string(), uuid.to_string());
+    for (k, v) in &spec.env {
+        env.insert(k.clone(), v.clone());
+    }
+    env.into_iter().collect()
+}
+
+/// Build the step list and the rest of the child plan.
+pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> {
+    let r = PathBuf::from;
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut steps = vec![
+        Step::Mount {
+            source: "proc".into(),
+            target: r("proc"),
+            fstype: "proc".into(),
+            flags: nosuid_nodev_noexec,
+            data: None,
+        },
+        Step::Mount {
+            source: "sysfs".into(),
+            target: r("sys"),
+            fstype: "sysfs".into(),
+            flags: nosuid_nodev_noexec | MsFlags::MS_RDONLY,
+            data: None,
+        },
+        Step::Mount {
+            source: "tmpfs".into(),
+            target: r("dev"),
+            fstype: "tmpfs".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_STRICTATIME,
+            data: Some("mode=755,size=65536k".into()),
+        },
+    ];
+    for d in DEVICES {
+        steps.push(Step::BindHost {
+            source: PathBuf::from("/dev").join(d),
+            target: r("dev").join(d),
+            dir: false,
+            read_only: false,
+        });
+    }
+    steps.extend([
+        Step::Mount {
+            source: "devpts".into(),
+            target: r("dev/pts"),
+            fstype: "devpts".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            data: Some("newinstance,ptmxmode=0666,mode=0620,gid=5".into()),
+        },
+        Step::Symlink {
+            link_to: "pts/ptmx".into(),
+            target: r("dev/ptmx"),
+        },
+        Step::Mount {
+            source: "shm".into(),
+            target: r("dev/shm"),
+            fstype: "tmpfs".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            data: Some("mode=1777,size=65536k".into()),
+        },
+        Step::Mount {
+            source: "mqueue".into(),
+            target: r("dev/mqueue"),
+            fstype: "mqueue".into(),
+            flags: nosuid_nodev_noexec,
+            data: None,
+        },
+        Step::Console {
+            target: r("dev/console"),
+        },
+        Step::Symlink {
+            link_to: "/proc/self/fd".into(),
+            target: r("dev/fd"),
+        },
+        Step::Symlink {
+            link_to: "/proc/self/fd/0".into(),
+            target: r("dev/stdin"),
+        },
+        Step::Symlink {
+            link_to: "/proc/self/fd/1".into(),
+            target: r("dev/stdout"),
+        },
+        Step::Symlink {
+            link_to: "/proc/self/fd/2".into(),
+            target: r("dev/stderr"),
+        },
+        Step::Symlink {
+            link_to: "/proc/kcore".into(),
+            target: r("dev/core"),
+        },
+        // systemd's container interface (systemd.io/CONTAINER_INTERFACE): a
+        // tmpfs /run prepared by the manager (systemd keeps an existing /run
+        // mount) holding /run/host/container-manager, as systemd-nspawn does.
+        Step::Mount {
+            source: "tmpfs".into(),
+            target: r("run"),
+            fstype: "tmpfs".into(),
+            flags: MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_STRICTATIME,
+            data: Some("mode=755,size=20%".into()),
+        },
+        Step::WriteFile {
+            target: r("run/host/container-manager"),
+            content: "vsctl\n".into(),
+        },
+        Step::WriteFile {
+            target: r("run/systemd/container"),
+            content: "vsctl\n".into(),
+        },
+    ]);
+    // The guest's own cgroups, as its cgroup namespace shows them (rooted at
+    // the guest's cgroup). Read-only for privileged guests; unprivileged
+    // guests get their cgroup delegated (see CgroupManager::delegate): they
+    // can create sub-cgroups but not change their own limits.
+    let unprivileged = spec.userns.is_some();
+    let ro = if unprivileged {
+        MsFlags::empty()
+    } else {
+        MsFlags::MS_RDONLY
+    };
+    let hier = crate::cgroup::host_hierarchies();
+    if hier.len() == 1 && hier[0].dir.is_empty() {
+        steps.push(Step::Mount {
+            source: "cgroup2".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "cgroup2".into(),
+            flags: nosuid_nodev_noexec | ro,
+            data: None,
+        });
+    } else if !hier.is_empty() {
+        steps.push(Step::Mount {
+            source: "cgroup".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "tmpfs".into(),
+            flags: nosuid_nodev_noexec,
+            data: Some("mode=755,size=64k".into()),
+        });
+        for h in hier.iter().filter(|h| !h.dir.is_empty()) {
+            steps.push(Step::Mount {
+                source: "cgroup".into(),
+                target: r("sys/fs/cgroup").join(&h.dir),
+                fstype: h.fstype.clone(),
+                flags: nosuid_nodev_noexec | ro,
+                data: (!h.options.is_empty()).then(|| h.options.clone()),
+            });
+        }
+        steps.push(Step::ReadOnly {
+            target: r("sys/fs/cgroup"),
+        });
+    }
+    for m in &spec.mounts {
+        let target = guest_rel(&m.target)?;
+        let meta = std::fs::metadata(&m.source).map_err(|e| RuntimeError::Io {
+            what: format!("bind mount source {}", m.source.display()),
+            source: e,
+        })?;
+        steps.push(Step::BindHost {
+            source: m.source.clone(),
+            target,
+            dir: meta.is_dir(),
+            read_only: m.read_only,
+        });
+    }
+    for m in PROC_MASKED {
+        steps.push(Step::Mask { target: r(m) });
+    }
+    // /proc/sys/net belongs to the guest's own network namespace: keep it
+    // writable as a sub-mount before /proc/sys goes read-only.
+    steps.push(Step::KeepWritable {
+        target: r("proc/sys/net"),
+    });
+    for p in PROC_READ_ONLY {
+        steps.push(Step::ReadOnly { target: r(p) });
+    }
+    // sysrq-trigger is masked above; read-only on top costs nothing.
+    let caps =
+        crate::caps::bounding_set(unprivileged, spec.seccomp, &spec.caps_add, &spec.caps_drop)?;
+    let argv = spec
+        .init
+        .iter()
+        .map(|a| cstr(a, "init argument"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = environment(spec, uuid)
+        .into_iter()
+        .map(|(k, v)| {
+            if k.contains('=') || k.is_empty() {
+                return Err(RuntimeError::Invalid(format!(
+                    "bad environment variable name {k:?}"
+                )));
+            }
+            cstr(&format!("{k}={v}"), "environment")
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    use nix::sys::resource::Resource;
+    Ok(ChildPlan {
+        new_root: spec.run_dir.join("root"),
+        rootfs: spec.rootfs.clone(),
+        steps,
+        hostname: spec.hostname.clone(),
+        caps,
+        last_cap: crate::caps::last_cap(),
+        seccomp: spec.seccomp.then(crate::seccomp::build),
+        argv,
+        env,
+        rlimits: vec![
+            (Resource::RLIMIT_NOFILE, 1024, 524_288),
+            (Resource::RLIMIT_CORE, 0, u64::MAX),
+        ],
+        userns: unprivileged,
+        idmap_sources: if spec.idmap_rootfs {
+            idmap_sources(&spec.rootfs)
+        } else {
+            Vec::new()
+        },
+        layers_dir: spec.run_dir.join("layers"),
+    })
+}
+
+fn idmap_sources(rootfs: &RootfsMount) -> Vec<PathBuf> {
+    match rootfs {
+        RootfsMount::Tree { path } => vec![path.clone()],
+        RootfsMount::Overlay { lower, upper, .. } => {
+            let mut v = lower.clone();
+            v.push(upper.parent().map(PathBuf::from).unwrap_or_default());
+            v
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{BindMount, IdRange};
+
+    fn spec() -> RuntimeSpec {
+        RuntimeSpec::new(
+            "g1",
+            RootfsMount::Tree {
+                path: "/srv/g1".into(),
+            },
+            "/run/vsctl/g1".into(),
+            "/var/log/vsctl/g1.log".into(),
+        )
+    }
+
+    #[test]
+    fn steps_mount_proc_before_masking_and_read_only() {
+        let p = build(&spec(), "u").unwrap();
+        let pos = |pred: &dyn Fn(&Step) -> bool| p.steps.iter().position(pred).unwrap();
+        let proc_ = pos(&|s| matches!(s, Step::Mount { fstype, .. } if fstype == "proc"));
+        let kcore =
+            pos(&|s| matches!(s, Step::Mask { target } if target == &PathBuf::from("proc/kcore")));
+        let net = pos(&|s| matches!(s, Step::KeepWritable { .. }));
+        let sys_ro = pos(
+            &|s| matches!(s, Step::ReadOnly { target } if target == &PathBuf::from("proc/sys")),
+        );
+        assert!(proc_ < kcore && kcore < sys_ro && net < sys_ro);
+        assert!(p.steps.iter().any(|s| matches!(s, Step::Console { .. })));
+        // Only harmless device nodes: no block devices, no /dev/mem.
+        let devs: Vec<_> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::BindHost { source, .. } if source.starts_with("/dev") => Some(source.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(devs.len(), DEVICES.len());
+        assert!(p.seccomp.is_some());
+        assert!(!p.userns);
+    }
+
+    #[test]
+    fn environment_is_reset_and_spec_wins() {
+        let mut s = spec();
+        s.env.insert("TERM".into(), "vt100".into());
+        s.env.insert("FOO".into(), "bar".into());
+        let env = environment(&s, "abc");
+        assert!(env.contains(&("TERM".into(), "vt100".into())));
+        assert!(env.contains(&("container".into(), "vsctl".into())));
+        assert!(env.contains(&("container_uuid".into(), "abc".into())));
+        assert!(!env.iter().any(|(k, _)| k == "USER" || k == "SSH_AUTH_SOCK"));
+    }
+
+    #[test]
+    fn bind_targets_must_stay_inside_the_guest() {
+        let mut s = spec();
+        s.mounts.push(BindMount {
+            source: "/tmp".into(),
+            target: "/../etc".into(),
+            read_only: true,
+        });
+        assert!(build(&s, "u").is_err());
+        assert_eq!(
+            guest_rel(std::path::Path::new("/var/www")).unwrap(),
+            PathBuf::from("var/www")
+        );
+        assert!(guest_rel(std::path::Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn unprivileged_plan_keeps_sys_admin() {
+        let mut s = spec();
+        s.userns = Some(IdRange {
+            host_base: 100_000,
+            count: 65_536,
+        });
+        let p = build(&s, "u").unwrap();
+        assert!(p.userns);
+        assert_ne!(p.caps & crate::caps::parse("SYS_ADMIN").unwrap(), 0);
+        let p = build(&spec(), "u").unwrap();
+        assert_eq!(p.caps & crate::caps::parse("SYS_ADMIN").unwrap(), 0);
+    }
+}

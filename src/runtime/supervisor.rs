@@ -1,0 +1,526 @@
+//! The per-guest supervisor: a small process that outlives `vsctl start`.
+//!
+//! It is the parent of the guest's init, so it is the one that learns how
+//! init ended. It holds the console pty master (the guest's /dev/console and
+//! init's stdio) and copies console output into a size-capped log. When init
+//! ends it kills whatever is left in the guest's cgroup, then either boots
+//! init again (reboot: the kernel reports init "killed by SIGHUP" after a
+//! reboot(2) in a child pid namespace) or records the exit and removes the
+//! cgroup (poweroff: SIGINT; a requested stop; a crash). Like LXC's monitor,
+//! not a central daemon: one per guest, nothing shared.
+
+use super::plan::ChildPlan;
+use super::{
+    ExitInfo, Phase, RunState, RuntimeError, RuntimeSpec, STOP_FILE, Started, child, now_unix,
+    proc_start_time, write_state,
+};
+use crate::cgroup::{CgroupManager, DevNum, ManagerRef};
+use crate::sys::{self, Cloned};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub(super) struct Context {
+    pub spec: RuntimeSpec,
+    pub plan: ChildPlan,
+    pub stop_signal: i32,
+    pub cgroup: ManagerRef,
+    pub root_dev: Option<DevNum>,
+}
+
+/// Fork the supervisor (double fork + setsid, so it is nobody's zombie and
+/// has no controlling terminal) and wait for its report on the first boot.
+pub(super) fn spawn(ctx: Context) -> Result<Started, RuntimeError> {
+    let (rep_r, rep_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
+    let pid = sys::fork().map_err(|e| RuntimeError::Io {
+        what: "fork supervisor".into(),
+        source: e,
+    })?;
+    if pid == 0 {
+        drop(rep_r);
+        let _ = nix::unistd::setsid();
+        match sys::fork() {
+            Ok(0) => main(ctx, rep_w),
+            Ok(_) => sys::exit_now(0),
+            Err(e) => {
+                let _ = nix::unistd::write(&rep_w, format!("err fork: {e}").as_bytes());
+                sys::exit_now(1)
+            }
+        }
+    }
+    drop(rep_w);
+    let _ = waitpid(Pid::from_raw(pid), None);
+    let mut msg = String::new();
+    let _ = File::from(rep_r).read_to_string(&mut msg);
+    let mut it = msg.split_whitespace();
+    match it.next() {
+        Some("ok") => {
+            let init_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let supervisor_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            Ok(Started {
+                init_pid,
+                supervisor_pid,
+            })
+        }
+        Some("err") => Err(RuntimeError::Boot {
+            name: ctx.spec.name.clone(),
+            msg: msg.trim_start_matches("err").trim().to_string(),
+        }),
+        _ => Err(RuntimeError::Boot {
+            name: ctx.spec.name.clone(),
+            msg: "supervisor exited without a report".into(),
+        }),
+    }
+}
+
+fn io_err(what: &str, e: nix::Error) -> RuntimeError {
+    RuntimeError::Io {
+        what: what.into(),
+        source: std::io::Error::from_raw_os_error(e as i32),
+    }
+}
+
+/// The console log: appended, rotated to `NAME.log.1` past the cap.
+struct ConsoleLog {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max: u64,
+}
+
+impl ConsoleLog {
+    fn open(path: PathBuf, max: u64) -> ConsoleLog {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .ok();
+        let size = file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        ConsoleLog {
+            path,
+            file,
+            size,
+            max,
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) {
+        if self.size + buf.len() as u64 > self.max && self.size > 0 {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            let _ = fs::rename(&self.path, rotated);
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+            self.size = 0;
+        }
+        if let Some(f) = &mut self.file
+            && f.write_all(buf).is_ok()
+        {
+            self.size += buf.len() as u64;
+        }
+    }
+
+    fn note(&mut self, msg: &str) {
+        self.write(format!("[vsctl] {msg}\n").as_bytes());
+    }
+}
+
+struct Console {
+    master: OwnedFd,
+    slave: OwnedFd,
+    slave_path: String,
+}
+
+fn open_console(spec: &RuntimeSpec) -> Result<Console, String> {
+    let pty = nix::pty::openpty(None, None).map_err(|e| format!("openpty: {e}"))?;
+    for fd in [&pty.master, &pty.slave] {
+        nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        )
+        .map_err(|e| format!("cloexec: {e}"))?;
+    }
+    let slave_path = sys::ptsname(pty.master.as_raw_fd()).map_err(|e| format!("ptsname: {e}"))?;
+    if let Some(u) = spec.userns {
+        // The guest's root must be able to reopen /dev/console.
+        nix::unistd::fchown(
+            &pty.slave,
+            Some(nix::unistd::Uid::from_raw(u.host_base)),
+            Some(nix::unistd::Gid::from_raw(u.host_base)),
+        )
+        .map_err(|e| format!("chown console: {e}"))?;
+    }
+    Ok(Console {
+        master: pty.master,
+        slave: pty.slave,
+        slave_path,
+    })
+}
+
+fn clone_flags(userns: bool) -> u64 {
+    let mut f = libc::CLONE_NEWNS
+        | libc::CLONE_NEWPID
+        | libc::CLONE_NEWUTS
+        | libc::CLONE_NEWIPC
+        | libc::CLONE_NEWNET;
+    if userns {
+        f |= libc::CLONE_NEWUSER;
+    }
+    f as u64
+}
+
+/// Clone init and finish its setup from outside; Ok once it exec'd.
+fn boot(
+    ctx: &Context,
+    mgr: &dyn CgroupManager,
+    console: &Console,
+) -> Result<(i32, OwnedFd), String> {
+    let (sync_r, sync_w) =
+        nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // The idmapped rootfs needs the child's user namespace, so it is made
+    // after clone and handed over on a socket.
+    let idmap = if !ctx.plan.idmap_sources.is_empty() {
+        use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+        Some(
+            socketpair(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                None,
+                SockFlag::SOCK_CLOEXEC,
+            )
+            .map_err(|e| format!("socketpair: {e}"))?,
+        )
+    } else {
+        None
+    };
+    match sys::clone3(clone_flags(ctx.spec.userns.is_some()), libc::SIGCHLD)
+        .map_err(|e| format!("clone3: {e}"))?
+    {
+        Cloned::Child => {
+            drop(sync_w);
+            drop(err_r);
+            child::run(
+                &ctx.plan,
+                &console.slave_path,
+                console.slave.as_raw_fd(),
+                sync_r.as_raw_fd(),
+                err_w.as_raw_fd(),
+                idmap.as_ref().map(|(_, c)| c.as_raw_fd()),
+            )
+        }
+        Cloned::Parent { pid, pidfd } => {
+            drop(sync_r);
+            drop(err_w);
+            let setup = || -> Result<(), String> {
+                if let Some(u) = ctx.spec.userns {
+                    // Written by us (host root) so the map may name any range;
+                    // setgroups stays allowed for the guest's own use.
+                    let map = format!("0 {} {}\n", u.host_base, u.count);
+                    fs::write(format!("/proc/{pid}/uid_map"), &map)
+                        .map_err(|e| format!("write uid_map: {e}"))?;
+                    fs::write(format!("/proc/{pid}/gid_map"), &map)
+                        .map_err(|e| format!("write gid_map: {e}"))?;
+                }
+                mgr.add_process(&ctx.spec.name, pid)
+                    .map_err(|e| e.to_string())?;
+                if let Some((ours, _)) = &idmap {
+                    send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
+                }
+                Ok(())
+            };
+            if let Err(e) = setup() {
+                let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+                let _ = waitpid(Pid::from_raw(pid), None);
+                return Err(e);
+            }
+            let _ = nix::unistd::write(&sync_w, b"1");
+            drop(sync_w);
+            let mut msg = String::new();
+            let _ = File::from(err_r).read_to_string(&mut msg);
+            if !msg.is_empty() {
+                let _ = waitpid(Pid::from_raw(pid), None);
+                return Err(msg);
+            }
+            Ok((pid, pidfd))
+        }
+    }
+}
+
+fn exit_info(ws: WaitStatus) -> Option<ExitInfo> {
+    match ws {
+        WaitStatus::Exited(_, c) => Some(ExitInfo::Exited(c)),
+        WaitStatus::Signaled(_, s, _) => Some(ExitInfo::Signaled(s as i32)),
+        _ => None,
+    }
+}
+
+fn redirect_stdio() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+        let _ = nix::unistd::dup2_stdout(&null);
+        let _ = nix::unistd::dup2_stderr(&null);
+    }
+}
+
+fn main(ctx: Context, report: OwnedFd) -> ! {
+    redirect_stdio();
+    // `ps`/`top` show which guest this supervisor belongs to (the kernel
+    // keeps the first 15 bytes).
+    if let Ok(c) = std::ffi::CString::new(format!("vsctl:{}", ctx.spec.name)) {
+        let _ = nix::sys::prctl::set_name(&c);
+    }
+    // Do not pin the caller's working directory (and its filesystem) for
+    // the guest's lifetime.
+    let _ = nix::unistd::chdir("/");
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let _ = sys::close_fds_except(3, &[report.as_raw_fd()]);
+    let code = match run(&ctx, report) {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    sys::exit_now(code)
+}
+
+fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
+    let spec = &ctx.spec;
+    let mut log = ConsoleLog::open(spec.log_file.clone(), spec.log_max_bytes);
+    let me = std::process::id() as i32;
+    let my_start = proc_start_time(me).unwrap_or(0);
+    let mut state = RunState {
+        name: spec.name.clone(),
+        phase: Phase::Starting,
+        supervisor_pid: me,
+        supervisor_start: my_start,
+        init_pid: 0,
+        init_start: 0,
+        since: now_unix(),
+        restarts: 0,
+        stop_signal: ctx.stop_signal,
+        cgroup: ctx.cgroup.clone(),
+        root_dev: ctx.root_dev,
+        last_exit: None,
+        reason: None,
+    };
+    let mut report = Some(report);
+    let fail =
+        |state: &mut RunState, report: &mut Option<OwnedFd>, log: &mut ConsoleLog, msg: String| {
+            log.note(&format!("boot failed: {msg}"));
+            if let Ok(mgr) = ctx.cgroup.open() {
+                let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
+            }
+            state.phase = Phase::Crashed;
+            state.reason = Some(msg.clone());
+            let _ = write_state(&spec.run_dir, state);
+            if let Some(r) = report.take() {
+                let _ = nix::unistd::write(&r, format!("err {msg}").as_bytes());
+            }
+        };
+    let mgr = match ctx.cgroup.open() {
+        Ok(m) => m,
+        Err(e) => {
+            fail(&mut state, &mut report, &mut log, e.to_string());
+            return Err(());
+        }
+    };
+    let console = match open_console(spec) {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&mut state, &mut report, &mut log, e);
+            return Err(());
+        }
+    };
+    // SIGCHLD (init ended) and SIGTERM (stop the guest) arrive through a
+    // signalfd polled together with the console.
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGCHLD);
+    mask.add(Signal::SIGTERM);
+    let _ = mask.thread_block();
+    let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
+        Ok(s) => s,
+        Err(e) => {
+            fail(&mut state, &mut report, &mut log, format!("signalfd: {e}"));
+            return Err(());
+        }
+    };
+
+    loop {
+        let (init_pid, init_fd) = match boot(ctx, mgr.as_ref(), &console) {
+            Ok(v) => v,
+            Err(msg) => {
+                fail(&mut state, &mut report, &mut log, msg);
+                return Err(());
+            }
+        };
+        state.phase = Phase::Running;
+        state.init_pid = init_pid;
+        state.init_start = proc_start_time(init_pid).unwrap_or(0);
+        state.since = now_unix();
+        let _ = write_state(&spec.run_dir, &state);
+        if let Some(r) = report.take() {
+            let _ = nix::unistd::write(&r, format!("ok {init_pid} {me}").as_bytes());
+        }
+        log.note(&format!("init started as pid {init_pid}"));
+
+        let status = watch(ctx, &sfd, &console, &mut log, init_pid, &init_fd);
+        drop(init_fd);
+        // Whatever init left behind (exec'd processes, escaped daemons)
+        // goes with it.
+        let _ = mgr.kill_all(&spec.name, Duration::from_secs(10));
+        drain(&console, &mut log);
+        let info = exit_info(status);
+        state.last_exit = info;
+        let stop_requested = spec.run_dir.join(STOP_FILE).exists();
+        log.note(&format!("init exited: {info:?}"));
+        if !stop_requested && info == Some(ExitInfo::Signaled(libc::SIGHUP)) {
+            state.restarts += 1;
+            log.note("guest rebooted");
+            continue;
+        }
+        let clean = stop_requested
+            || info == Some(ExitInfo::Signaled(libc::SIGINT))
+            || info == Some(ExitInfo::Exited(0));
+        if clean {
+            state.phase = Phase::Stopped;
+        } else {
+            state.phase = Phase::Crashed;
+            state.reason = Some(format!("init ended unexpectedly: {info:?}"));
+        }
+        if let Err(e) = mgr.destroy(&spec.name, Duration::from_secs(10)) {
+            log.note(&format!("removing cgroup: {e}"));
+        }
+        let _ = write_state(&spec.run_dir, &state);
+        return Ok(());
+    }
+}
+
+/// Copy console output until init exits; returns its wait status.
+fn watch(
+    ctx: &Context,
+    sfd: &SignalFd,
+    console: &Console,
+    log: &mut ConsoleLog,
+    init_pid: i32,
+    init_fd: &OwnedFd,
+) -> WaitStatus {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut buf = [0u8; 16384];
+    loop {
+        let mut fds = [
+            PollFd::new(console.master.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::Error::EINTR) => continue,
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+        let console_ready = fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+        let sig_ready = fds[1]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+        if console_ready && let Ok(n) = nix::unistd::read(&console.master, &mut buf) {
+            log.write(&buf[..n]);
+        }
+        if sig_ready {
+            while let Ok(Some(si)) = sfd.read_signal() {
+                if si.ssi_signo == libc::SIGTERM as u32 {
+                    // `kill SUPERVISOR` means "stop this guest".
+                    let _ = fs::write(ctx.spec.run_dir.join(STOP_FILE), b"");
+                    let _ = sys::pidfd_send_signal(init_fd.as_raw_fd(), ctx.stop_signal);
+                }
+            }
+            // Reap every child; only init is ours to watch.
+            loop {
+                match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                    Ok(WaitStatus::StillAlive) | Err(_) => break,
+                    Ok(ws) => {
+                        if ws.pid() == Some(Pid::from_raw(init_pid))
+                            && matches!(ws, WaitStatus::Exited(..) | WaitStatus::Signaled(..))
+                        {
+                            return ws;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Read what is left in the console buffer without blocking.
+fn drain(console: &Console, log: &mut ConsoleLog) {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    let mut buf = [0u8; 16384];
+    for _ in 0..64 {
+        let mut fds = [PollFd::new(console.master.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::ZERO) {
+            Ok(n) if n > 0 => match nix::unistd::read(&console.master, &mut buf) {
+                Ok(n) if n > 0 => log.write(&buf[..n]),
+                _ => return,
+            },
+            _ => return,
+        }
+    }
+}
+
+/// Make idmapped copies of the rootfs sources for the child's user
+/// namespace and pass them over the socket in one message.
+fn send_idmapped_trees(sock: &OwnedFd, pid: i32, paths: &[PathBuf]) -> Result<(), String> {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    let userns = File::open(format!("/proc/{pid}/ns/user"))
+        .map_err(|e| format!("open user namespace: {e}"))?;
+    let mut trees = Vec::new();
+    for p in paths {
+        trees.push(
+            sys::idmapped_tree(p, userns.as_raw_fd())
+                .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+        );
+    }
+    let fds: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
+    let iov = [std::io::IoSlice::new(b"m")];
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &iov,
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .map_err(|e| format!("send idmapped rootfs: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_log_rotates_at_the_cap() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("g.log");
+        let mut log = ConsoleLog::open(p.clone(), 100);
+        log.write(&[b'a'; 60]);
+        log.write(&[b'b'; 30]);
+        assert_eq!(fs::read(&p).unwrap().len(), 90);
+        log.write(&[b'c'; 20]); // would exceed 100: rotate first
+        assert_eq!(fs::read(d.path().join("g.log.1")).unwrap().len(), 90);
+        assert_eq!(fs::read(&p).unwrap(), vec![b'c'; 20]);
+        // Reopening continues the current file's size.
+        let log2 = ConsoleLog::open(p.clone(), 100);
+        assert_eq!(log2.size, 20);
+    }
+}

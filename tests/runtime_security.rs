@@ -1,0 +1,250 @@
+//! What a guest must not be able to do, checked from inside real guests
+//! (privileged and unprivileged) through `exec`.
+
+mod runtime_util;
+use runtime_util::*;
+use std::process::Command;
+
+fn ok(g: &Guest, script: &str) -> String {
+    let (code, out, err) = g.sh(script);
+    assert_eq!(
+        code, 0,
+        "expected success: {script}\nstdout: {out}\nstderr: {err}"
+    );
+    out
+}
+
+fn fails(g: &Guest, script: &str) -> String {
+    let (code, out, err) = g.sh(script);
+    assert_ne!(
+        code, 0,
+        "expected failure: {script}\nstdout: {out}\nstderr: {err}"
+    );
+    err
+}
+
+fn check_restrictions(g: &Guest, privileged: bool) {
+    // Kernel modules: finit_module/init_module are refused.
+    ok(g, "echo notamodule > /tmp/x.ko");
+    fails(g, "insmod /tmp/x.ko");
+
+    // No host block devices, and none can be made or mounted.
+    fails(
+        g,
+        "ls /dev/vda /dev/sda /dev/mem /dev/kmsg 2>/dev/null | grep .",
+    );
+    fails(g, "mknod /tmp/vda b 254 0");
+    fails(g, "mknod /tmp/mem c 1 1");
+    fails(g, "mount -t ext4 /dev/vda /mnt");
+    fails(g, "mount -t ext4 /tmp/vda /mnt");
+    if privileged {
+        // Without CAP_SYS_ADMIN not even a tmpfs.
+        fails(g, "mount -t tmpfs none /mnt");
+    }
+    if privileged {
+        // (An unprivileged guest may mount its own cgroup subtree: the
+        // cgroup namespace roots it at the guest's cgroup.)
+        fails(g, "mount -t cgroup -o memory none /mnt");
+    }
+
+    // Own network namespace: only loopback, so no raw socket on host links.
+    let out = ok(g, "cat /proc/net/dev");
+    let ifaces: Vec<&str> = out
+        .lines()
+        .skip(2)
+        .map(|l| l.split(':').next().unwrap().trim())
+        .collect();
+    assert_eq!(ifaces, vec!["lo"], "{out}");
+    let out = ok(g, "ls /sys/class/net");
+    assert_eq!(out.trim(), "lo");
+
+    // sysctls: host-wide ones are read-only, the guest's netns ones writable.
+    fails(g, "echo 1 > /proc/sys/kernel/sysrq");
+    fails(g, "echo guest > /proc/sys/kernel/domainname");
+    fails(g, "echo 1 > /proc/sysrq-trigger");
+    if privileged {
+        // Net sysctls need CAP_NET_ADMIN, which privileged guests lack.
+        fails(g, "echo 1 > /proc/sys/net/ipv4/ip_forward");
+    } else {
+        ok(
+            g,
+            "echo 1 > /proc/sys/net/ipv4/ip_forward && cat /proc/sys/net/ipv4/ip_forward | grep -qx 1",
+        );
+    }
+    let host_fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    assert_eq!(
+        host_fwd.trim(),
+        "0",
+        "guest sysctl leaked to the host netns"
+    );
+
+    // The clock belongs to the host.
+    let before = std::time::SystemTime::now();
+    // (busybox date prints the error but exits 0.)
+    let (_, _, err) = g.sh("date -s '2001-01-01 00:00:00'");
+    assert!(err.contains("not permitted"), "{err}");
+    assert!(std::time::SystemTime::now() >= before);
+
+    // Immutable flags need CAP_LINUX_IMMUTABLE on the host.
+    ok(g, "touch /tmp/imm");
+    fails(g, "chattr +i /tmp/imm");
+    ok(g, "rm /tmp/imm");
+
+    // Masked /proc entries read as empty.
+    let out = ok(g, "cat /proc/timer_list /proc/keys 2>/dev/null; echo end");
+    assert_eq!(out, "end\n");
+
+    // Seccomp filter active (mode 2), capabilities reduced, no NO_NEW_PRIVS.
+    let out = ok(
+        g,
+        "grep -E '^(Seccomp|NoNewPrivs|CapBnd):' /proc/self/status",
+    );
+    assert!(out.contains("Seccomp:\t2"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t0"), "{out}");
+    let bnd = u64::from_str_radix(
+        out.lines()
+            .find(|l| l.starts_with("CapBnd"))
+            .unwrap()
+            .split('\t')
+            .nth(1)
+            .unwrap(),
+        16,
+    )
+    .unwrap();
+    let cap = |n: &str| vsctl::caps::parse(n).unwrap();
+    for c in ["SYS_MODULE", "SYS_RAWIO", "SYS_TIME"] {
+        assert_eq!(bnd & cap(c), 0, "{c} in bounding set");
+    }
+    if privileged {
+        for c in [
+            "SYS_ADMIN",
+            "MKNOD",
+            "NET_ADMIN",
+            "SYS_PTRACE",
+            "DAC_READ_SEARCH",
+        ] {
+            assert_eq!(bnd & cap(c), 0, "{c} in bounding set of a privileged guest");
+        }
+    }
+
+    // The guest sees its own cgroups, rooted at itself, and cannot change
+    // its limits or create sub-cgroups (no delegation yet).
+    let out = ok(g, "cat /proc/self/cgroup");
+    assert!(
+        out.lines().all(|l| l.ends_with(":/")),
+        "cgroup paths outside the guest's root:\n{out}"
+    );
+    if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+        ok(
+            g,
+            "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",
+        );
+        fails(g, "echo 1 > /sys/fs/cgroup/pids/pids.max");
+        if privileged {
+            fails(g, "mkdir /sys/fs/cgroup/memory/sub");
+        } else {
+            // Delegated: sub-cgroups work, and stay inside the guest's.
+            let out = ok(
+                g,
+                "mkdir /sys/fs/cgroup/memory/sub && echo $$ > /sys/fs/cgroup/memory/sub/cgroup.procs && grep memory /proc/self/cgroup",
+            );
+            assert!(out.trim().ends_with(":memory:/sub"), "{out}");
+            fails(
+                g,
+                "echo 999999999999 > /sys/fs/cgroup/memory/memory.limit_in_bytes",
+            );
+        }
+        let out = ok(g, "ls /sys/fs/cgroup/memory");
+        assert!(
+            !out.contains("vsctl-test"),
+            "host cgroup tree visible:\n{out}"
+        );
+    }
+
+    // Host processes are invisible.
+    let mut marker = Command::new("/bin/sleep").arg("4242.4242").spawn().unwrap();
+    let out = ok(g, "ps");
+    marker.kill().unwrap();
+    marker.wait().unwrap();
+    assert!(!out.contains("4242.4242"), "{out}");
+    let n = out.lines().count() - 1;
+    assert!(n <= 5, "guest sees {n} processes:\n{out}");
+
+    // No descriptor of the supervisor or of vsctl reaches the guest.
+    let out = ok(g, "ls /proc/1/fd");
+    assert_eq!(
+        out.split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2"],
+        "init fds: {out}"
+    );
+    let out = ok(g, "ls /proc/self/fd");
+    let fds: Vec<&str> = out.split_whitespace().collect();
+    assert!(fds.len() <= 4, "exec fds: {out}");
+
+    // No host paths: the old root is gone.
+    fails(g, "ls /proc/1/root/tmp/../../work 2>/dev/null | grep .");
+    // Every mount point is a guest path: no old-root mounts survived pivot.
+    // (Field 4, a bind source's path inside its filesystem, may name host
+    // directories; that is how bind mounts read everywhere.)
+    let out = ok(g, "cat /proc/self/mountinfo");
+    for l in out.lines() {
+        let mp = l.split(' ').nth(4).unwrap();
+        assert!(
+            !mp.starts_with("/tmp/") && !mp.starts_with("/work") && mp != "/boot",
+            "host mount in guest: {l}"
+        );
+    }
+    assert!(out.lines().count() < 80, "{out}");
+}
+
+#[test]
+fn privileged_guest_is_confined() {
+    let g = Guest::busybox("sec-priv", None);
+    g.start();
+    check_restrictions(&g, true);
+    g.stop();
+}
+
+#[test]
+fn unprivileged_guest_is_confined() {
+    let g = Guest::busybox("sec-unpriv", Some(400_000));
+    g.start();
+    check_restrictions(&g, false);
+    // Root in the guest is nobody on the host.
+    let out = ok(&g, "cat /proc/self/uid_map");
+    assert!(
+        out.split_whitespace().collect::<Vec<_>>() == ["0", "400000", "65536"],
+        "{out}"
+    );
+    g.stop();
+}
+
+#[test]
+fn symlinks_planted_in_the_rootfs_do_not_redirect_mounts() {
+    // A guest (or its image) replaces /dev and /proc with links to host
+    // paths; the runtime must resolve them inside the guest root.
+    let g = Guest::busybox("sec-symlink", None);
+    let root = g.rootfs();
+    std::fs::remove_dir(root.join("mnt")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("mnt")).unwrap();
+    std::fs::remove_dir(root.join("dev")).unwrap();
+    std::os::unix::fs::symlink("/../../../../etc", root.join("dev")).unwrap();
+    let mut g = g;
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("marker"), "m").unwrap();
+    g.spec.mounts.push(vsctl::runtime::BindMount {
+        source: src.path().to_path_buf(),
+        target: "/mnt/data".into(),
+        read_only: true,
+    });
+    g.save();
+    g.start();
+    // The bind landed in the guest's /etc (where its own /mnt link points).
+    ok(&g, "cat /etc/data/marker");
+    fails(&g, "touch /etc/data/x");
+    assert!(
+        !std::path::Path::new("/etc/data").exists(),
+        "mount point created on the host"
+    );
+    g.stop();
+}
