@@ -13,10 +13,12 @@ use serde::Serialize;
 
 use crate::config::host::QuotaPolicy;
 use crate::config::{GuestSpec, HostSettings};
+use crate::lifecycle;
 use crate::paths::Paths;
 use crate::plan::{Action, GuestPlan, Observed, ObservedGuest, Plan, RunStatus, Step};
 use crate::quota;
 use crate::rootfs::{self, IdShift, ResolvedStrategy, RootfsLayout};
+use crate::runtime;
 use crate::state::{
     GuestRecord, IdRange, StateError, StateStore, allocate_id_range, allocate_project_id,
 };
@@ -27,8 +29,6 @@ use crate::template::Definitions;
 pub enum ApplyError {
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("guest {guest}: step {step} is not supported by this build of vsctl")]
-    Unsupported { guest: String, step: &'static str },
     #[error("guest {guest}: {message}")]
     Guest { guest: String, message: String },
     #[error("guest {guest}: no free uid/gid range left ([userns] ranges = {ranges} in vsctl.toml)")]
@@ -45,7 +45,7 @@ pub fn observe(paths: &Paths, store: &StateStore) -> Result<Observed, StateError
             // Registered without a root filesystem: the build facility was absent.
             None => true,
         };
-        let run = RunStatus::Stopped;
+        let run = crate::lifecycle::run_status(paths, &name);
         observed.guests.insert(
             name,
             ObservedGuest {
@@ -241,7 +241,19 @@ impl Executor<'_> {
         for step in &entry.steps {
             match step {
                 Step::WriteRecord => self.store.write(&record)?,
-                Step::Unregister => self.store.remove(&entry.name)?,
+                Step::Unregister => {
+                    self.store.remove(&entry.name)?;
+                    // Runtime leftovers of a stopped guest (state, spec, mount points).
+                    let run_dir = self.paths.guest_run_dir(&entry.name);
+                    if let Err(e) = std::fs::remove_dir_all(&run_dir)
+                        && e.kind() != std::io::ErrorKind::NotFound
+                    {
+                        return Err(guest_error(
+                            &entry.name,
+                            format!("remove {}: {e}", run_dir.display()),
+                        ));
+                    }
+                }
                 Step::BuildRootfs => self.build_rootfs(&mut record, &guest_dir)?,
                 Step::PurgeRootfs => {
                     rootfs::purge_rootfs(&guest_dir).map_err(|e| guest_error(&entry.name, e))?;
@@ -249,12 +261,25 @@ impl Executor<'_> {
                     record.template_digest = None;
                 }
                 Step::ApplyQuota => self.apply_quota(&record)?,
-                Step::WriteGuestFiles => write_guest_files(&record)?,
-                other => {
-                    return Err(ApplyError::Unsupported {
-                        guest: entry.name.clone(),
-                        step: step_name(other),
-                    });
+                Step::WriteGuestFiles => self.write_guest_files(&record)?,
+                Step::Start => {
+                    lifecycle::start(self.paths, self.settings, &record)
+                        .map_err(|e| guest_error(&entry.name, e))?;
+                }
+                Step::Stop => {
+                    // The stop timeout is the one the guest was started with.
+                    let timeout = previous
+                        .map_or(record.spec.init.stop_timeout, |p| p.spec.init.stop_timeout);
+                    lifecycle::stop(self.paths, &entry.name, timeout.0)
+                        .map_err(|e| guest_error(&entry.name, e))?;
+                }
+                Step::ApplyLimits => {
+                    lifecycle::update_limits(self.paths, &record.spec)
+                        .map_err(|e| guest_error(&entry.name, e))?;
+                }
+                Step::ApplyNetwork => {
+                    lifecycle::update_network(self.paths, self.settings, &record.spec)
+                        .map_err(|e| guest_error(&entry.name, e))?;
                 }
             }
         }
@@ -290,6 +315,37 @@ impl Executor<'_> {
             rootfs::build_rootfs(&tree, guest_dir, strategy, shift).map_err(|e| fail(&e))?;
         record.rootfs = Some(layout);
         record.template_digest = Some(installed.tree_digest);
+        Ok(())
+    }
+
+    /// Write [`guest_files`]. A running guest gets them from inside its own
+    /// namespaces ([`runtime::write_files`]); otherwise they go to its tree
+    /// (owned by its root, shifted where the tree is) or its overlay upper
+    /// layer. Either way through [`rootfs::guestfile`], which never follows
+    /// a symlink out of the guest.
+    fn write_guest_files(&self, record: &GuestRecord) -> Result<(), ApplyError> {
+        let spec = &record.spec;
+        let files = guest_files(spec);
+        if lifecycle::run_status(self.paths, &spec.name) == RunStatus::Running {
+            let files: Vec<(&str, Vec<u8>, u32)> = files
+                .into_iter()
+                .map(|(path, text)| (path, text.into_bytes(), 0o644))
+                .collect();
+            return runtime::write_files(&self.paths.guest_run_dir(&spec.name), &files)
+                .map_err(|e| guest_error(&spec.name, e));
+        }
+        let (root, owner) = match &record.rootfs {
+            Some(RootfsLayout::Tree { path }) => {
+                let shifted = record.id_range.filter(|_| spec.security.userns);
+                (path.as_path(), shifted.map(|r| (r.host_base, r.host_base)))
+            }
+            Some(RootfsLayout::Overlay { upper, .. }) => (upper.as_path(), None),
+            None => return Ok(()),
+        };
+        for (path, contents) in files {
+            rootfs::guestfile::write(root, path, contents.as_bytes(), 0o644, owner)
+                .map_err(|e| guest_error(&spec.name, e))?;
+        }
         Ok(())
     }
 
@@ -368,26 +424,6 @@ pub fn guest_files(spec: &GuestSpec) -> Vec<(&'static str, String)> {
     files
 }
 
-/// Write [`guest_files`] through [`rootfs::guestfile`], which never follows a
-/// symlink out of the guest. Overlay guests: into the upper layer, where
-/// they shadow the template's. Shifted trees: owned by the guest's root.
-fn write_guest_files(record: &GuestRecord) -> Result<(), ApplyError> {
-    let spec = &record.spec;
-    let (root, owner) = match &record.rootfs {
-        Some(RootfsLayout::Tree { path }) => {
-            let shifted = record.id_range.filter(|_| spec.security.userns);
-            (path.as_path(), shifted.map(|r| (r.host_base, r.host_base)))
-        }
-        Some(RootfsLayout::Overlay { upper, .. }) => (upper.as_path(), None),
-        None => return Ok(()),
-    };
-    for (path, contents) in guest_files(spec) {
-        rootfs::guestfile::write(root, path, contents.as_bytes(), 0o644, owner)
-            .map_err(|e| guest_error(&spec.name, e))?;
-    }
-    Ok(())
-}
-
 /// Hands out uid ranges and project ids during one apply.
 struct IdAllocator {
     ranges: Vec<IdRange>,
@@ -413,20 +449,5 @@ impl IdAllocator {
         let id = allocate_project_id(&self.projects);
         self.projects.push(id);
         id
-    }
-}
-
-fn step_name(step: &Step) -> &'static str {
-    match step {
-        Step::Stop => "stop",
-        Step::PurgeRootfs => "purge-rootfs",
-        Step::BuildRootfs => "build-rootfs",
-        Step::ApplyQuota => "apply-quota",
-        Step::WriteGuestFiles => "write-guest-files",
-        Step::ApplyLimits => "apply-limits",
-        Step::ApplyNetwork => "apply-network",
-        Step::Start => "start",
-        Step::WriteRecord => "write-record",
-        Step::Unregister => "unregister",
     }
 }

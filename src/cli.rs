@@ -71,6 +71,59 @@ pub enum Command {
         /// Guest name
         name: String,
     },
+    /// Start a guest now (whatever its file's `state`; the next apply restores that)
+    Start {
+        /// Guest name
+        name: String,
+    },
+    /// Stop a guest: the signal its init expects, then kill what is left after the timeout
+    Stop {
+        /// Guest name
+        name: String,
+        /// Seconds to wait before killing [default: the guest's stop_timeout]
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
+    },
+    /// Stop and start a guest
+    Restart {
+        /// Guest name
+        name: String,
+    },
+    /// Run a command inside a running guest (exit codes: the command's; 125 vsctl failed, 126 not running or not executable, 127 not found)
+    Exec {
+        /// Guest name
+        name: String,
+        /// Allocate a pseudo-terminal [default: when stdin is a terminal]
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Never allocate a pseudo-terminal
+        #[arg(short = 'T', long, conflicts_with = "tty")]
+        no_tty: bool,
+        /// The command and its arguments
+        #[arg(last = true, required = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Open a login shell inside a running guest
+    Enter {
+        /// Guest name
+        name: String,
+    },
+    /// Print a guest's console log
+    Logs {
+        /// Guest name
+        name: String,
+        /// Keep printing what the console writes
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Plumbing: drive the runtime directly from a runtime spec (JSON), without guest files or records
+    #[command(hide = true)]
+    Runtime {
+        /// The runtime spec, as JSON
+        spec: PathBuf,
+        #[command(subcommand)]
+        command: RuntimeCommand,
+    },
     /// Build, list, verify and remove templates
     #[command(subcommand)]
     Template(TemplateCommand),
@@ -81,6 +134,32 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `vsctl runtime SPEC ...`: the runtime without the declarative layer, for
+/// debugging and for tests that need runtime specs no guest file produces.
+#[derive(Debug, Subcommand)]
+pub enum RuntimeCommand {
+    /// Boot the guest; prints {"init_pid":..,"supervisor_pid":..}
+    Start,
+    /// Stop the guest (the spec's stop timeout unless given)
+    Stop {
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<f64>,
+    },
+    /// Print the guest's runtime state as JSON
+    Status,
+    /// Run a command in the guest; exits with its code
+    Exec {
+        #[arg(short = 't', long)]
+        tty: bool,
+        #[arg(trailing_var_arg = true, required = true)]
+        argv: Vec<String>,
+    },
+    /// Apply limits (a cgroup limits JSON file) to the running guest
+    UpdateLimits { limits: PathBuf },
+    /// Print the guest's CPU time in nanoseconds
+    CpuUsage,
 }
 
 #[derive(Debug, Subcommand)]

@@ -13,6 +13,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod lifecycle;
 pub mod net;
 pub mod paths;
 pub mod plan;

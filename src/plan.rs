@@ -76,32 +76,6 @@ pub struct Observed {
     pub templates: BTreeSet<String>,
 }
 
-/// Which executor facilities exist in this build. Steps for a missing
-/// facility are listed as not supported rather than pretended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Facilities {
-    /// Template bootstrap and rootfs cloning.
-    pub build: bool,
-    /// Starting, stopping, restarting guests.
-    pub run: bool,
-    /// Live limit changes on running guests.
-    pub live_limits: bool,
-    /// Guest networking (veth/ipvlan).
-    pub network: bool,
-    /// Disk quotas.
-    pub quota: bool,
-}
-
-impl Facilities {
-    pub const ALL: Facilities = Facilities {
-        build: true,
-        run: true,
-        live_limits: true,
-        network: true,
-        quota: true,
-    };
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PlanOptions {
     /// Guests allowed to be rebuilt (`--recreate NAME`).
@@ -112,7 +86,6 @@ pub struct PlanOptions {
     pub purge: bool,
     /// Plan only these guests (`vsctl apply NAME...`); empty means all.
     pub only: BTreeSet<String>,
-    pub facilities: Facilities,
 }
 
 impl Default for PlanOptions {
@@ -122,7 +95,6 @@ impl Default for PlanOptions {
             prune: false,
             purge: false,
             only: BTreeSet::new(),
-            facilities: Facilities::ALL,
         }
     }
 }
@@ -184,8 +156,6 @@ pub struct GuestPlan {
     pub steps: Vec<Step>,
     /// Set when the action must not run; the reason says what would allow it.
     pub blocked: Option<String>,
-    /// Parts of the desired state this build of vsctl cannot make real yet.
-    pub unsupported: Vec<String>,
     /// The guest's file was removed.
     pub orphan: bool,
 }
@@ -275,12 +245,11 @@ pub fn plan(desired: &[GuestSpec], observed: &Observed, options: &PlanOptions) -
 
     for spec in desired.iter().filter(|s| in_scope(&s.name)) {
         let entry = match observed.guests.get(&spec.name) {
-            None => plan_create(spec, options),
+            None => plan_create(spec),
             Some(current) => plan_existing(spec, current, options),
         };
         let builds_rootfs = entry.steps.contains(&Step::BuildRootfs) && entry.blocked.is_none();
-        if builds_rootfs && options.facilities.build && !observed.templates.contains(&spec.template)
-        {
+        if builds_rootfs && !observed.templates.contains(&spec.template) {
             templates_to_build.insert(spec.template.clone());
         }
         guests.push(entry);
@@ -309,13 +278,12 @@ fn new_entry(name: &str, action: Action) -> GuestPlan {
         changes: Vec::new(),
         steps: Vec::new(),
         blocked: None,
-        unsupported: Vec::new(),
         orphan: false,
     }
 }
 
 /// Steps that bring a freshly built (or rebuilt) guest up to its spec.
-fn build_steps(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facilities) {
+fn build_steps(spec: &GuestSpec, entry: &mut GuestPlan) {
     entry.steps.push(Step::BuildRootfs);
     if spec.disk.quota.is_some() || spec.disk.inodes.is_some() {
         entry.steps.push(Step::ApplyQuota);
@@ -325,49 +293,16 @@ fn build_steps(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facilities) 
     if spec.state == DesiredState::Running {
         entry.steps.push(Step::Start);
     }
-    filter_unsupported(spec, entry, facilities);
 }
 
-/// Drop the steps this build cannot execute, saying so plainly.
-fn filter_unsupported(spec: &GuestSpec, entry: &mut GuestPlan, facilities: Facilities) {
-    let mut unsupported = Vec::new();
-    entry.steps.retain(|step| {
-        let (ok, what) = match step {
-            Step::BuildRootfs | Step::WriteGuestFiles | Step::PurgeRootfs => {
-                (facilities.build, "building root filesystems")
-            }
-            Step::ApplyQuota => (facilities.quota, "disk quotas"),
-            Step::Start | Step::Stop => (facilities.run, "starting and stopping guests"),
-            Step::ApplyLimits => (facilities.live_limits, "changing limits of a running guest"),
-            Step::ApplyNetwork => (facilities.network, "live network changes"),
-            Step::WriteRecord | Step::Unregister => (true, ""),
-        };
-        let note = format!("{what}: not yet supported by this build of vsctl");
-        if !ok && !unsupported.contains(&note) {
-            unsupported.push(note);
-        }
-        ok
-    });
-    if !facilities.network
-        && spec.network.mode != crate::config::guest::NetworkMode::None
-        && !spec.network.addresses.is_empty()
-    {
-        unsupported.push(String::from(
-            "guest networking: not yet supported by this build of vsctl (guests get loopback only)",
-        ));
-    }
-    entry.unsupported = unsupported;
-}
-
-fn plan_create(spec: &GuestSpec, options: &PlanOptions) -> GuestPlan {
+fn plan_create(spec: &GuestSpec) -> GuestPlan {
     let mut entry = new_entry(&spec.name, Action::Create);
     entry.reasons.push(String::from("new guest file"));
-    build_steps(spec, &mut entry, options.facilities);
+    build_steps(spec, &mut entry);
     entry
 }
 
 fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOptions) -> GuestPlan {
-    let facilities = options.facilities;
     // Most guests are unchanged on most runs: skip flattening them.
     let changes = if current.record.spec == *spec {
         Vec::new()
@@ -406,7 +341,7 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
             entry.steps.push(Step::Stop);
         }
         entry.steps.push(Step::PurgeRootfs);
-        build_steps(spec, &mut entry, facilities);
+        build_steps(spec, &mut entry);
         return entry;
     }
 
@@ -415,7 +350,7 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
         entry
             .reasons
             .push(String::from("root filesystem missing: building it"));
-        build_steps(spec, &mut entry, facilities);
+        build_steps(spec, &mut entry);
         return entry;
     }
 
@@ -501,11 +436,6 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
     if start {
         entry.steps.push(Step::Start);
     }
-    filter_unsupported(spec, &mut entry, facilities);
-    // A run-state change this build cannot make is not a change at all.
-    if entry.steps.is_empty() {
-        entry.action = Action::Noop;
-    }
     entry
 }
 
@@ -539,7 +469,6 @@ fn plan_orphan(name: &str, current: &ObservedGuest, options: &PlanOptions) -> Gu
             .push(String::from("its root filesystem is kept"));
     }
     entry.steps.push(Step::Unregister);
-    filter_unsupported(&current.record.spec, &mut entry, options.facilities);
     entry
 }
 
@@ -784,15 +713,6 @@ mod tests {
                 vec![Step::Stop],
             ),
             (
-                "start without run facility is a no-op that says why",
-                |_| {},
-                RunStatus::Stopped,
-                |o| o.facilities.run = false,
-                Action::Noop,
-                false,
-                vec![],
-            ),
-            (
                 "protect flag alone only records",
                 |s| s.protect = true,
                 RunStatus::Running,
@@ -813,22 +733,6 @@ mod tests {
             assert_eq!(entry.blocked.is_some(), blocked, "{what}: {entry:#?}");
             assert_eq!(entry.steps, steps, "{what}");
         }
-    }
-
-    #[test]
-    fn unsupported_facilities_are_named() {
-        let mut options = PlanOptions::default();
-        options.facilities.run = false;
-        let plan = plan(
-            &[spec("g")],
-            &world(vec![observed(spec("g"), RunStatus::Stopped)]),
-            &options,
-        );
-        assert_eq!(
-            one(&plan).unsupported,
-            vec!["starting and stopping guests: not yet supported by this build of vsctl"]
-        );
-        assert!(!plan.has_changes());
     }
 
     #[test]

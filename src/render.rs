@@ -53,7 +53,7 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
     let shown: Vec<&GuestPlan> = plan
         .guests
         .iter()
-        .filter(|g| g.action != Action::Noop || g.orphan || !g.unsupported.is_empty())
+        .filter(|g| g.action != Action::Noop || g.orphan)
         .collect();
     let quiet = !plan.has_changes() && !plan.has_blocked();
     if quiet {
@@ -98,9 +98,6 @@ pub fn plan_text(plan: &Plan, style: Style) -> String {
         }
         if let Some(blocked) = &entry.blocked {
             let _ = writeln!(out, "        {} {blocked}", style.paint("31", "BLOCKED:"));
-        }
-        for note in &entry.unsupported {
-            let _ = writeln!(out, "        {} {note}", style.paint("33", "note:"));
         }
     }
     if quiet {

@@ -234,8 +234,8 @@ fn exec_with_tty_gets_a_guest_pty() {
         let g = Guest::busybox("bb-tty", userns);
         g.start();
         let cmd = format!(
-            "{} {} exec -t -- /bin/sh -c 'tty; ls -ln $(tty); exit 3'",
-            rt(),
+            "{} runtime {} exec -t -- /bin/sh -c 'tty; ls -ln $(tty); exit 3'",
+            vsctl(),
             g.spec_path.display()
         );
         let o = std::process::Command::new("script")

@@ -4,7 +4,7 @@
 mod runtime_util;
 use runtime_util::*;
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const N: usize = 50;
@@ -71,8 +71,7 @@ fn fifty_guests_start_run_stop_without_leaks() {
     let children: Vec<_> = guests
         .iter()
         .map(|g| {
-            Command::new(rt())
-                .arg(&g.spec_path)
+            rt(&g.spec_path)
                 .arg("stop")
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())

@@ -8,13 +8,15 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+mod guests;
+mod plumbing;
 mod templates;
 
 use crate::apply;
 use crate::cli::{ApplyArgs, Cli, Command, GlobalArgs, OutputFormat, PlanArgs};
 use crate::config::{self, ConfigDiag, HostSettings, ParsedGuest};
 use crate::paths::Paths;
-use crate::plan::{self, Facilities, Plan, PlanOptions};
+use crate::plan::{self, Plan, PlanOptions};
 use crate::render::{self, Style};
 use crate::state::StateStore;
 use crate::template::Definitions;
@@ -26,15 +28,6 @@ pub mod exit {
     /// With `--detailed-exitcode`: changes applied or pending.
     pub const CHANGES: i32 = 2;
 }
-
-/// What this build can execute. Facilities switch on as their executors land.
-pub const FACILITIES: Facilities = Facilities {
-    build: true,
-    run: false,
-    live_limits: false,
-    network: false,
-    quota: true,
-};
 
 /// Host paths and settings, resolved from flags, environment and vsctl.toml.
 pub struct Host {
@@ -126,6 +119,21 @@ pub fn run(cli: Cli) -> i32 {
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
         Command::Status { name } => status(&host, &name),
+        Command::Start { name } => guests::start(&host, &name),
+        Command::Stop { name, timeout } => guests::stop(&host, &name, timeout),
+        Command::Restart { name } => guests::restart(&host, &name),
+        Command::Exec {
+            name,
+            tty,
+            no_tty,
+            command,
+        } => {
+            let tty = tty || (!no_tty && std::io::stdin().is_terminal());
+            guests::exec(&host, &name, &command, tty)
+        }
+        Command::Enter { name } => guests::enter(&host, &name),
+        Command::Logs { name, follow } => guests::logs(&host, &name, follow),
+        Command::Runtime { spec, command } => plumbing::run(&spec, command),
         Command::Template(command) => templates::run(&host, command),
         Command::Gc => templates::gc(&host),
         Command::Completions { shell } => {
@@ -208,7 +216,6 @@ fn plan_options(args: &PlanArgs) -> PlanOptions {
         prune: args.prune,
         purge: args.purge,
         only: args.names.iter().cloned().collect(),
-        facilities: FACILITIES,
     }
 }
 

@@ -17,6 +17,22 @@ pub struct HostSettings {
     pub network: HostNetwork,
     pub userns: UsernsSettings,
     pub templates: TemplateSettings,
+    pub runtime: RuntimeSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeSettings {
+    /// The cgroup subtree every guest's cgroup lives under.
+    pub cgroup_base: String,
+}
+
+impl Default for RuntimeSettings {
+    fn default() -> RuntimeSettings {
+        RuntimeSettings {
+            cgroup_base: String::from("vsctl"),
+        }
+    }
 }
 
 /// Overrides of the default layout. Relative to `--root` when one is given.
@@ -135,6 +151,21 @@ impl HostSettings {
                 &text,
                 None,
                 "[userns] first_id + ranges * 65536 must fit in 32 bits and ranges must be at least 1",
+            )]);
+        }
+        let base = &settings.runtime.cgroup_base;
+        if base.is_empty()
+            || base.starts_with('.')
+            || !base
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(vec![ConfigDiag::new(
+                "vsctl::config::bad_value",
+                path,
+                &text,
+                None,
+                "[runtime] cgroup_base must be one cgroup directory name (letters, digits, `-`, `_`, `.`)",
             )]);
         }
         if settings.network.bridge.is_empty() || settings.network.bridge.len() > 15 {

@@ -253,3 +253,75 @@ fn relay(master: &OwnedFd) {
         let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
     }
 }
+
+/// Write files inside a running guest, as the guest's root in its own user
+/// and mount namespaces: ownership comes out as the guest expects whatever
+/// its rootfs is (shifted tree, idmapped overlay), and overlay guests are
+/// written through overlayfs rather than behind its back. Paths are still
+/// resolved with `RESOLVE_IN_ROOT` ([`crate::rootfs::guestfile`]), so a
+/// symlink in the guest cannot send the write anywhere the guest could not
+/// write itself.
+pub fn write_files(run_dir: &Path, files: &[(&str, Vec<u8>, u32)]) -> Result<(), RuntimeError> {
+    if sys::thread_count() > 1 {
+        return Err(RuntimeError::Threaded("runtime::write_files"));
+    }
+    let st = read_state(run_dir)?.ok_or_else(|| RuntimeError::NotRunning(run_dir.to_path_buf()))?;
+    let spec = read_spec(run_dir)?;
+    let pidfd = sys::pidfd_open(st.init_pid)
+        .map_err(|_| RuntimeError::NotRunning(run_dir.to_path_buf()))?;
+    if !same_process(st.init_pid, st.init_start) {
+        return Err(RuntimeError::NotRunning(run_dir.to_path_buf()));
+    }
+    let mut flags = CloneFlags::CLONE_NEWNS;
+    if spec.userns.is_some() {
+        flags |= CloneFlags::CLONE_NEWUSER;
+    }
+    let (err_r, err_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| RuntimeError::Io {
+            what: "pipe".into(),
+            source: e.into(),
+        })?;
+    let helper = sys::fork().map_err(|e| RuntimeError::Io {
+        what: "fork file writer".into(),
+        source: e,
+    })?;
+    if helper == 0 {
+        drop(err_r);
+        let fail = |msg: String| -> ! {
+            let _ = nix::unistd::write(&err_w, msg.as_bytes());
+            sys::exit_now(1)
+        };
+        if let Err(e) = nix::sched::setns(pidfd.as_fd(), flags) {
+            fail(format!("join namespaces of guest {}: {e}", st.name));
+        }
+        // Become the guest's root (its uid 0, mapped to the guest's range),
+        // so new files are owned by it rather than by an unmapped id.
+        if spec.userns.is_some() {
+            let zero_g = Gid::from_raw(0);
+            let zero_u = Uid::from_raw(0);
+            if let Err(e) = nix::unistd::setresgid(zero_g, zero_g, zero_g)
+                .and_then(|()| nix::unistd::setresuid(zero_u, zero_u, zero_u))
+            {
+                fail(format!("become root of guest {}: {e}", st.name));
+            }
+        }
+        for (path, contents, mode) in files {
+            if let Err(e) =
+                crate::rootfs::guestfile::write(Path::new("/"), path, contents, *mode, None)
+            {
+                fail(e.to_string());
+            }
+        }
+        sys::exit_now(0)
+    }
+    drop(err_w);
+    let mut message = String::new();
+    let _ = std::io::Read::read_to_string(&mut std::fs::File::from(err_r), &mut message);
+    match wait_code(helper) {
+        0 => Ok(()),
+        _ => Err(RuntimeError::Io {
+            what: format!("guest {}: write files", st.name),
+            source: std::io::Error::other(message),
+        }),
+    }
+}

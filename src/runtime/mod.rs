@@ -30,7 +30,7 @@ mod exec;
 pub mod plan;
 mod supervisor;
 
-pub use exec::exec;
+pub use exec::{exec, write_files};
 
 use crate::cgroup::{self, CgroupError, Limits, ManagerRef};
 use serde::{Deserialize, Serialize};
@@ -143,6 +143,40 @@ pub struct RuntimeSpec {
     /// cgroup subtree guests live under (`vsctl`; tests use unique names).
     #[serde(default = "default_cgroup_base")]
     pub cgroup_base: String,
+    /// Guest networking, configured from the host side (netlink) after init
+    /// is cloned into its network namespace and before it is let run, and
+    /// torn down when init ends. `None`: loopback only.
+    #[serde(default)]
+    pub network: Option<GuestNetwork>,
+}
+
+/// What [`crate::net`] needs to wire a guest up.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestNetwork {
+    pub spec: crate::config::guest::NetworkSpec,
+    pub host: crate::config::host::HostNetwork,
+}
+
+impl RuntimeSpec {
+    /// Whether the guest shares the host's network namespace (`mode = "host"`).
+    pub fn host_network(&self) -> bool {
+        self.network
+            .as_ref()
+            .is_some_and(|n| n.spec.mode == crate::config::guest::NetworkMode::Host)
+    }
+}
+
+/// Remove the host side of a guest's network (veth host end, routes,
+/// filters). Idempotent; errors are reported, not fatal, because the guest
+/// is already gone.
+pub(crate) fn teardown_network(spec: &RuntimeSpec) -> Result<(), String> {
+    match &spec.network {
+        Some(net) => {
+            crate::net::teardown(&spec.name, &net.spec, &net.host).map_err(|e| e.to_string())
+        }
+        None => Ok(()),
+    }
 }
 
 impl RuntimeSpec {
@@ -172,6 +206,7 @@ impl RuntimeSpec {
             log_file,
             log_max_bytes: default_log_max(),
             cgroup_base: default_cgroup_base(),
+            network: None,
         }
     }
 }
@@ -636,6 +671,9 @@ pub fn stop(run_dir: &Path, timeout: Duration) -> Result<StopOutcome, RuntimeErr
         None => {
             // Supervisor gone: finish its job.
             mgr.destroy(&st.name, Duration::from_secs(5))?;
+            if let Ok(spec) = read_spec(run_dir) {
+                let _ = teardown_network(&spec);
+            }
             let mut st2 = st.clone();
             st2.phase = Phase::Stopped;
             write_state(run_dir, &st2)?;
@@ -663,6 +701,34 @@ pub fn update_limits(run_dir: &Path, limits: &Limits) -> Result<(), RuntimeError
     mgr.apply(&st.name, limits, st.root_dev)?;
     let mut spec = read_spec(run_dir)?;
     spec.limits = limits.clone();
+    let p = run_dir.join(SPEC_FILE);
+    fs::write(
+        &p,
+        serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+    )
+    .map_err(io_ctx(format!("write {}", p.display())))
+}
+
+/// Change a running guest's network in place (addresses, routes), and
+/// record it in its stored spec so teardown removes what is there now.
+pub fn update_network(run_dir: &Path, network: &GuestNetwork) -> Result<(), RuntimeError> {
+    let mut spec = read_spec(run_dir)?;
+    let GuestRuntimeState::Running { init_pid, .. } = status(run_dir)? else {
+        return Err(RuntimeError::NotRunning(run_dir.to_path_buf()));
+    };
+    if let Some(old) = &spec.network
+        && !spec.host_network()
+    {
+        let netns = fs::File::open(format!("/proc/{init_pid}/ns/net"))
+            .map_err(io_ctx(format!("open network namespace of {init_pid}")))?;
+        crate::net::update(&spec.name, &old.spec, &network.spec, &network.host, &netns).map_err(
+            |e| RuntimeError::Io {
+                what: format!("guest {}: network update", spec.name),
+                source: io::Error::other(e.to_string()),
+            },
+        )?;
+    }
+    spec.network = Some(network.clone());
     let p = run_dir.join(SPEC_FILE);
     fs::write(
         &p,

@@ -170,12 +170,11 @@ fn open_console(spec: &RuntimeSpec) -> Result<Console, String> {
     })
 }
 
-fn clone_flags(userns: bool) -> u64 {
-    let mut f = libc::CLONE_NEWNS
-        | libc::CLONE_NEWPID
-        | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWIPC
-        | libc::CLONE_NEWNET;
+fn clone_flags(userns: bool, host_network: bool) -> u64 {
+    let mut f = libc::CLONE_NEWNS | libc::CLONE_NEWPID | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    if !host_network {
+        f |= libc::CLONE_NEWNET;
+    }
     if userns {
         f |= libc::CLONE_NEWUSER;
     }
@@ -207,8 +206,11 @@ fn boot(
     } else {
         None
     };
-    match sys::clone3(clone_flags(ctx.spec.userns.is_some()), libc::SIGCHLD)
-        .map_err(|e| format!("clone3: {e}"))?
+    match sys::clone3(
+        clone_flags(ctx.spec.userns.is_some(), ctx.spec.host_network()),
+        libc::SIGCHLD,
+    )
+    .map_err(|e| format!("clone3: {e}"))?
     {
         Cloned::Child => {
             drop(sync_w);
@@ -239,6 +241,16 @@ fn boot(
                     .map_err(|e| e.to_string())?;
                 if let Some((ours, _)) = &idmap {
                     send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
+                }
+                // Addresses, routes and lo are in place before init runs, so
+                // a guest boots networked even with an empty network config.
+                if let Some(net) = &ctx.spec.network
+                    && !ctx.spec.host_network()
+                {
+                    let netns = File::open(format!("/proc/{pid}/ns/net"))
+                        .map_err(|e| format!("open network namespace of {pid}: {e}"))?;
+                    crate::net::setup(&ctx.spec.name, &net.spec, &net.host, &netns)
+                        .map_err(|e| e.to_string())?;
                 }
                 Ok(())
             };
@@ -319,6 +331,7 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
     let fail =
         |state: &mut RunState, report: &mut Option<OwnedFd>, log: &mut ConsoleLog, msg: String| {
             log.note(&format!("boot failed: {msg}"));
+            let _ = super::teardown_network(spec);
             if let Ok(mgr) = ctx.cgroup.open() {
                 let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
             }
@@ -378,8 +391,11 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         let status = watch(ctx, &sfd, &console, &mut log, init_pid, &init_fd);
         drop(init_fd);
         // Whatever init left behind (exec'd processes, escaped daemons)
-        // goes with it.
+        // goes with it, and so does its network's host side.
         let _ = mgr.kill_all(&spec.name, Duration::from_secs(10));
+        if let Err(e) = super::teardown_network(spec) {
+            log.note(&format!("removing network: {e}"));
+        }
         drain(&console, &mut log);
         let info = exit_info(status);
         state.last_exit = info;

@@ -1,8 +1,9 @@
 //! Shared fixtures for the runtime integration tests: a busybox rootfs built
 //! from the host's static busybox, a unique cgroup base per test, and a
 //! guard that stops the guest and removes its cgroups even when a test fails.
-//! Guests are driven through the `vsctl-rt` development binary, each call a
-//! separate process (namespaces are never created inside the test harness).
+//! Guests are driven through the real binary's `vsctl runtime SPEC ...`
+//! plumbing, each call a separate process (namespaces are never created
+//! inside the test harness).
 #![allow(dead_code)]
 
 use std::fs;
@@ -14,8 +15,15 @@ use vsctl::runtime::{IdRange, RootfsMount, RuntimeSpec};
 
 pub const BUSYBOX: &str = "/bin/busybox";
 
-pub fn rt() -> &'static str {
-    env!("CARGO_BIN_EXE_vsctl-rt")
+pub fn vsctl() -> &'static str {
+    env!("CARGO_BIN_EXE_vsctl")
+}
+
+/// `vsctl runtime SPEC` (then the operation and its arguments).
+pub fn rt(spec: &Path) -> Command {
+    let mut command = Command::new(vsctl());
+    command.arg("runtime").arg(spec);
+    command
 }
 
 /// Default inittab: rcS, one respawned service, a shutdown action.
@@ -158,11 +166,7 @@ impl Guest {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(rt())
-            .arg(&self.spec_path)
-            .args(args)
-            .output()
-            .unwrap()
+        rt(&self.spec_path).args(args).output().unwrap()
     }
 
     pub fn start(&self) -> serde_json::Value {
@@ -274,8 +278,7 @@ fn unsafe_free_kill(pid: i32) {
 impl Drop for Guest {
     fn drop(&mut self) {
         // Stop quickly if still running, then make sure no cgroup remains.
-        let _ = Command::new(rt())
-            .arg(&self.spec_path)
+        let _ = rt(&self.spec_path)
             .args(["stop", "--timeout", "1"])
             .output();
         remove_cgroup_base(&self.spec.cgroup_base);
