@@ -76,7 +76,7 @@ pub struct Observed {
     pub templates: BTreeSet<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PlanOptions {
     /// Guests allowed to be rebuilt (`--recreate NAME`).
     pub recreate: BTreeSet<String>,
@@ -86,17 +86,6 @@ pub struct PlanOptions {
     pub purge: bool,
     /// Plan only these guests (`vsctl apply NAME...`); empty means all.
     pub only: BTreeSet<String>,
-}
-
-impl Default for PlanOptions {
-    fn default() -> PlanOptions {
-        PlanOptions {
-            recreate: BTreeSet::new(),
-            prune: false,
-            purge: false,
-            only: BTreeSet::new(),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
