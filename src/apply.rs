@@ -243,16 +243,10 @@ impl Executor<'_> {
                 Step::WriteRecord => self.store.write(&record)?,
                 Step::Unregister => {
                     self.store.remove(&entry.name)?;
-                    // Runtime leftovers of a stopped guest (state, spec, mount points).
-                    let run_dir = self.paths.guest_run_dir(&entry.name);
-                    if let Err(e) = std::fs::remove_dir_all(&run_dir)
-                        && e.kind() != std::io::ErrorKind::NotFound
-                    {
-                        return Err(guest_error(
-                            &entry.name,
-                            format!("remove {}: {e}", run_dir.display()),
-                        ));
-                    }
+                    self.remove_run_dir(&entry.name)?;
+                    // The guest's directory goes too once nothing is left in it
+                    // (after --purge); a kept root filesystem keeps it.
+                    let _ = std::fs::remove_dir(&guest_dir);
                 }
                 Step::BuildRootfs => self.build_rootfs(&mut record, &guest_dir)?,
                 Step::PurgeRootfs => {
@@ -284,6 +278,25 @@ impl Executor<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Remove a stopped guest's runtime directory (state, spec, empty mount
+    /// points). Refused while anything is mounted below it, so the delete
+    /// can never reach into a guest's tree.
+    fn remove_run_dir(&self, name: &str) -> Result<(), ApplyError> {
+        let run_dir = self.paths.guest_run_dir(name);
+        if !run_dir.exists() {
+            return Ok(());
+        }
+        let mounted = rootfs::mounts_under(&run_dir).map_err(|e| guest_error(name, e))?;
+        if !mounted.is_empty() {
+            return Err(guest_error(
+                name,
+                format!("{} still has mounts: {mounted:?}", run_dir.display()),
+            ));
+        }
+        std::fs::remove_dir_all(&run_dir)
+            .map_err(|e| guest_error(name, format!("remove {}: {e}", run_dir.display())))
     }
 
     /// Clone the guest's template into its own root filesystem. Unprivileged

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 mod guests;
 mod plumbing;
+mod status;
 mod templates;
 
 use crate::apply;
@@ -118,7 +119,7 @@ pub fn run(cli: Cli) -> i32 {
         ),
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
-        Command::Status { name } => status(&host, &name),
+        Command::Status { name } => status::status(&host, &name),
         Command::Start { name } => guests::start(&host, &name),
         Command::Stop { name, timeout } => guests::stop(&host, &name, timeout),
         Command::Restart { name } => guests::restart(&host, &name),
@@ -431,99 +432,6 @@ fn list(host: &Host) -> i32 {
                     }
                 );
             }
-        }
-    }
-    exit::OK
-}
-
-fn status(host: &Host, name: &str) -> i32 {
-    let store = StateStore::new(&host.paths);
-    let record = match store.read(name) {
-        Ok(record) => record,
-        Err(e) => {
-            eprintln!("vsctl: {e}");
-            return exit::ERROR;
-        }
-    };
-    let file = host.paths.guests_dir.join(format!("{name}.toml"));
-    let Some(record) = record else {
-        eprintln!(
-            "vsctl: guest `{name}` does not exist{}",
-            if file.exists() {
-                " yet (run `vsctl apply`)"
-            } else {
-                ""
-            }
-        );
-        return exit::ERROR;
-    };
-    let observed = match apply::observe(&host.paths, &store) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("vsctl: {e}");
-            return exit::ERROR;
-        }
-    };
-    let current = observed.guests.get(name).expect("record was just read");
-    let spec = &record.spec;
-    let seccomp = match spec.security.seccomp {
-        config::guest::SeccompMode::Default => "default filter",
-        config::guest::SeccompMode::Unconfined => "UNCONFINED (no seccomp filter)",
-    };
-    match host.output {
-        OutputFormat::Json => print_json(&serde_json::json!({
-            "format_version": plan::FORMAT_VERSION,
-            "name": name,
-            "status": current.run,
-            "file": file.exists().then(|| file.display().to_string()),
-            "record": record,
-        })),
-        OutputFormat::Text => {
-            println!("Name:      {name}");
-            println!(
-                "Status:    {}",
-                serde_json::to_value(current.run)
-                    .unwrap()
-                    .as_str()
-                    .unwrap_or_default()
-            );
-            println!(
-                "Wanted:    {}",
-                serde_json::to_value(spec.state)
-                    .unwrap()
-                    .as_str()
-                    .unwrap_or_default()
-            );
-            println!(
-                "File:      {}",
-                if file.exists() {
-                    file.display().to_string()
-                } else {
-                    String::from("(removed: orphan)")
-                }
-            );
-            println!("Template:  {}", spec.template);
-            println!("Hostname:  {}", spec.hostname);
-            println!(
-                "Network:   {:?} {}",
-                spec.network.mode,
-                spec.network
-                    .addresses
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            );
-            println!(
-                "Userns:    {}",
-                if spec.security.userns {
-                    "yes (unprivileged)"
-                } else {
-                    "no (privileged, reduced capabilities)"
-                }
-            );
-            println!("Seccomp:   {seccomp}");
-            println!("Protected: {}", spec.protect);
         }
     }
     exit::OK

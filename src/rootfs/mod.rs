@@ -22,6 +22,7 @@
 mod clone;
 pub mod guestfile;
 mod overlay;
+pub use overlay::mounts_under;
 mod remove;
 #[allow(unsafe_code)]
 mod sys;

@@ -75,7 +75,7 @@ pub(crate) fn detach(target: &Path) -> Result<(), RootfsError> {
 
 /// Mount points at or below `dir`, deepest first, from /proc/self/mountinfo
 /// (octal escapes in the mount point field decoded).
-pub(crate) fn mounts_under(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+pub fn mounts_under(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     use std::os::unix::ffi::OsStringExt;
     let info = std::fs::read_to_string("/proc/self/mountinfo")?;
     let mut out = Vec::new();

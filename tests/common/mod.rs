@@ -8,18 +8,80 @@ use std::process::{Command, Output};
 use std::time::SystemTime;
 
 /// A temporary vsctl world: `root/` is passed as `--root`, guest files live in
-/// `root/etc/vsctl/guests.d`.
+/// `root/etc/vsctl/guests.d`, guests' cgroups under a base of their own.
+/// Dropping it stops every guest it started and removes its cgroups, mounts
+/// and network namespace, even when the test failed.
 pub struct World {
     pub dir: tempfile::TempDir,
+    pub cgroup_base: String,
+    /// Network namespace every vsctl command runs in (`ip netns exec`).
+    pub netns: Option<String>,
+}
+
+fn unique_suffix() -> String {
+    let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+    format!("{}-{}", std::process::id(), &uuid[..8])
 }
 
 impl World {
     pub fn new() -> World {
-        World {
-            dir: tempfile::Builder::new()
-                .prefix("vsctl-test-")
-                .tempdir()
-                .expect("tempdir"),
+        let dir = tempfile::Builder::new()
+            .prefix("vsctl-test-")
+            .tempdir()
+            .expect("tempdir");
+        let cgroup_base = format!("vsctl-test-{}", unique_suffix());
+        let world = World {
+            dir,
+            cgroup_base,
+            netns: None,
+        };
+        world.write_settings("");
+        world
+    }
+
+    /// A world whose commands (and so guests' host-side network) run in a
+    /// network namespace of its own: no link or address touches the host's.
+    pub fn in_netns() -> World {
+        let mut world = World::new();
+        let name = format!("vst-{}", unique_suffix());
+        let status = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add");
+        assert!(status.success(), "ip netns add {name}");
+        world.netns = Some(name);
+        let up = world
+            .command("ip")
+            .args(["link", "set", "lo", "up"])
+            .status()
+            .unwrap();
+        assert!(up.success());
+        world
+    }
+
+    /// Host settings: a unique cgroup base plus `extra` TOML.
+    pub fn write_settings(&self, extra: &str) {
+        let dir = self.root().join("etc/vsctl");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("vsctl.toml"),
+            format!(
+                "{extra}\n[runtime]\ncgroup_base = \"{}\"\n",
+                self.cgroup_base
+            ),
+        )
+        .unwrap();
+    }
+
+    /// A command run inside the world's network namespace, if it has one.
+    pub fn command(&self, program: &str) -> Command {
+        match &self.netns {
+            Some(ns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", ns, program]);
+                command
+            }
+            None => Command::new(program),
         }
     }
 
@@ -46,7 +108,7 @@ impl World {
 
     /// `vsctl --root ROOT ARGS...`
     pub fn vsctl(&self, args: &[&str]) -> Output {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_vsctl"));
+        let mut command = self.command(env!("CARGO_BIN_EXE_vsctl"));
         command
             .arg("--root")
             .arg(self.root())
@@ -107,4 +169,97 @@ pub fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Vec<u8>, Option<SystemTime>)> 
         out.insert(entry.path().to_path_buf(), (content, meta.modified().ok()));
     }
     out
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        // Stop every guest this world started (quickly), then make sure
+        // nothing of them is left: cgroups, mounts, the network namespace.
+        if let Ok(entries) = std::fs::read_dir(self.root().join("run/vsctl")) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let _ = self.vsctl(&["stop", &name, "--timeout", "2"]);
+            }
+        }
+        remove_cgroup_tree(&self.cgroup_base);
+        unmount_under(self.root());
+        if let Some(ns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).status();
+        }
+    }
+}
+
+/// Kill what is left in every hierarchy's `base` cgroup and remove it,
+/// deepest first.
+pub fn remove_cgroup_tree(base: &str) {
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return;
+    };
+    for hierarchy in hierarchies.flatten() {
+        let top = hierarchy.path().join(base);
+        if !top.is_dir() {
+            continue;
+        }
+        let mut dirs: Vec<PathBuf> = walkdir::WalkDir::new(&top)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.file_type().is_dir())
+            .map(|e| e.into_path())
+            .collect();
+        dirs.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+        for dir in dirs {
+            for _ in 0..200 {
+                if let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+                    for pid in procs.lines().filter_map(|l| l.parse::<i32>().ok()) {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+                if std::fs::remove_dir(&dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+/// Detach every mount at or below `dir`.
+pub fn unmount_under(dir: &Path) {
+    let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return;
+    };
+    let mut targets: Vec<&str> = mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| Path::new(t).starts_with(dir))
+        .collect();
+    targets.sort_by_key(|t| std::cmp::Reverse(t.len()));
+    for target in targets {
+        let _ = nix::mount::umount2(target, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// Every mountpoint and cgroup directory naming `needle`: what a test must
+/// have cleaned up.
+pub fn leftovers(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    if let Ok(mountinfo) = std::fs::read_to_string("/proc/self/mountinfo") {
+        found.extend(
+            mountinfo
+                .lines()
+                .filter(|l| l.contains(needle))
+                .map(|l| format!("mount: {l}")),
+        );
+    }
+    if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
+        for h in hierarchies.flatten() {
+            if h.path().join(needle).exists() {
+                found.push(format!("cgroup: {}", h.path().join(needle).display()));
+            }
+        }
+    }
+    found
 }
