@@ -29,7 +29,8 @@ pub enum LifecycleError {
     NoRootfs(String),
     #[error("guest {0} is unprivileged but has no uid range in its record")]
     NoIdRange(String),
-    #[error("guest {guest}: {source}")]
+    /// The guest's name is added by whoever reports it (apply, the CLI).
+    #[error("{source}")]
     Runtime { guest: String, source: RuntimeError },
 }
 

@@ -144,7 +144,10 @@ fn busybox_guest_lives_through_apply() {
     );
     assert!(!world.state_dir().join("guests/box").exists());
     assert!(!world.root().join("run/vsctl/box").exists());
-    assert_eq!(leftovers(&format!("{}/box", world.cgroup_base)), Vec::<String>::new());
+    assert_eq!(
+        leftovers(&format!("{}/box", world.cgroup_base)),
+        Vec::<String>::new()
+    );
     let root = world.root().display().to_string();
     assert!(
         !std::fs::read_to_string("/proc/self/mountinfo")

@@ -296,7 +296,7 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
                 if let Some(error) = &outcome.error
                     && outcome.status == "failed"
                 {
-                    eprintln!("vsctl: {}: {error}", outcome.name);
+                    eprintln!("vsctl: {error}");
                 }
             }
             let applied = result

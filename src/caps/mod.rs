@@ -71,9 +71,14 @@ pub const NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-/// Dropped from unprivileged guests: only meaningful in the initial user
-/// namespace, so they could never work for the guest anyway.
+/// Dropped from unprivileged guests: all but NET_ADMIN are only meaningful
+/// in the initial user namespace, so they could never work for the guest
+/// anyway. NET_ADMIN would work in the guest's own network namespace, and
+/// that is why it goes: a guest's addresses and routes are vsctl's to set
+/// from its file, so that it uses only its own (`cap_add = ["NET_ADMIN"]`
+/// gives it back).
 pub const DROP_UNPRIVILEGED: &[&str] = &[
+    "NET_ADMIN",
     "SYS_MODULE",
     "SYS_RAWIO",
     "SYS_TIME",

@@ -482,12 +482,19 @@ pub fn update(
         install_filters(&ctx, &mut gnl, eth, Hook::Egress, None, &addr_list(new))?;
     }
 
-    // 2. Addresses inside the guest.
-    for cidr in &removed {
-        ops::del_addr(&mut gnl, eth, *cidr).map_err(|e| ctx.nl(e))?;
+    // 2. Addresses inside the guest: new ones first, then the old ones go.
+    // Deleting an IPv4 subnet's primary address deletes its secondaries too
+    // unless promote_secondaries is on, which would take addresses the guest
+    // keeps (and the default route through them) with it.
+    if !removed.is_empty() {
+        let key = format!("ipv4/conf/{GUEST_IF}/promote_secondaries");
+        Nl::sysctl_in_netns(netns.as_fd(), &key, "1").map_err(|e| ctx.nl(e))?;
     }
     for cidr in &added {
         ops::add_addr(&mut gnl, eth, *cidr).map_err(|e| ctx.nl(e))?;
+    }
+    for cidr in &removed {
+        ops::del_addr(&mut gnl, eth, *cidr).map_err(|e| ctx.nl(e))?;
     }
 
     // 3. Default routes: set each family's to the new gateway, or remove it.

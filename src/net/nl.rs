@@ -115,6 +115,28 @@ impl Nl {
         })
     }
 
+    /// Write `value` to `/proc/sys/net/<key>` of the network namespace
+    /// `netns` refers to: /proc/sys/net shows the namespace of the task that
+    /// opens it, so the write happens on a thread that joined it.
+    pub fn sysctl_in_netns(netns: BorrowedFd<'_>, key: &str, value: &str) -> NlResult<()> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    setns(netns, CloneFlags::CLONE_NEWNET)
+                        .map_err(|e| NlError::new("enter network namespace", io::Error::from(e)))?;
+                    std::fs::write(format!("/proc/sys/net/{key}"), value)
+                        .map_err(|e| NlError::new("write guest sysctl", e))
+                })
+                .join()
+                .unwrap_or_else(|_| {
+                    Err(NlError::new(
+                        "enter network namespace",
+                        io::Error::other("helper thread panicked"),
+                    ))
+                })
+        })
+    }
+
     fn send(&mut self, msg: RouteNetlinkMessage, flags: u16, op: &str) -> NlResult<u32> {
         self.seq = self.seq.wrapping_add(1);
         let mut header = NetlinkHeader::default();

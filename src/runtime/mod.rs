@@ -723,7 +723,7 @@ pub fn update_network(run_dir: &Path, network: &GuestNetwork) -> Result<(), Runt
             .map_err(io_ctx(format!("open network namespace of {init_pid}")))?;
         crate::net::update(&spec.name, &old.spec, &network.spec, &network.host, &netns).map_err(
             |e| RuntimeError::Io {
-                what: format!("guest {}: network update", spec.name),
+                what: String::from("network update"),
                 source: io::Error::other(e.to_string()),
             },
         )?;

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 pub struct World {
     pub dir: tempfile::TempDir,
     pub cgroup_base: String,
-    /// Network namespace every vsctl command runs in (`ip netns exec`).
+    /// Network namespace every vsctl command runs in (entered with nsenter).
     pub netns: Option<String>,
 }
 
@@ -74,11 +74,16 @@ impl World {
     }
 
     /// A command run inside the world's network namespace, if it has one.
+    /// nsenter switches only the network namespace; `ip netns exec` would also
+    /// remount /sys and so hide the host's cgroup hierarchies.
     pub fn command(&self, program: &str) -> Command {
         match &self.netns {
             Some(ns) => {
-                let mut command = Command::new("ip");
-                command.args(["netns", "exec", ns, program]);
+                let mut command = Command::new("nsenter");
+                command
+                    .arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(program);
                 command
             }
             None => Command::new(program),
