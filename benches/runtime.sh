@@ -12,8 +12,12 @@
 set -euo pipefail
 N=${1:-30}
 cd "$(dirname "$0")/.."
-cargo build --release -q --bin vsctl-rt
-RT=$PWD/target/release/vsctl-rt
+cargo build --release -q --bin vsctl
+VSCTL=$PWD/target/release/vsctl
+# The runtime layer itself (`vsctl runtime SPEC ...`): the same code path
+# `vsctl start` takes, without guest files.
+rt() { "$VSCTL" runtime "$@"; }
+RT=rt
 W=$(mktemp -d /tmp/vsctl-bench-rt.XXXXXX)
 BASE=vsctl-bench-$$
 HAVE_LXC=$(command -v lxc-start >/dev/null && echo 1 || echo 0)
