@@ -76,6 +76,8 @@ fn hand_written_config_reference_exists_and_covers_every_section() {
         "[paths]",
         "[defaults]",
         "[userns]",
+        "[templates]",
+        "[runtime]",
     ] {
         assert!(
             text.contains(section),

@@ -89,7 +89,7 @@ struct RawNetwork {
 #[serde(deny_unknown_fields)]
 struct RawLimits {
     memory: Option<Spanned<Size>>,
-    memory_swap: Option<Size>,
+    memory_swap: Option<Spanned<Size>>,
     cpus: Option<Spanned<f64>>,
     cpu_weight: Option<Spanned<u64>>,
     pids: Option<Spanned<u64>>,
@@ -594,7 +594,20 @@ fn validate_guest(
                 )),
             );
         }
-        limits.memory_swap = raw_limits.memory_swap;
+        if let Some(swap) = &raw_limits.memory_swap
+            && limits.memory.is_none()
+        {
+            err(
+                "vsctl::config::bad_limit",
+                swap.span(),
+                String::from("memory_swap needs a memory limit"),
+                "swap on top of what?",
+                Some(String::from(
+                    "memory_swap is the swap allowed on top of `memory`; set `memory` too",
+                )),
+            );
+        }
+        limits.memory_swap = raw_limits.memory_swap.map(|s| s.into_inner());
         if let Some(cpus) = raw_limits.cpus {
             let value = *cpus.get_ref();
             if !(value > 0.0 && value <= 1024.0) || (value * 100_000.0) < 1000.0 {

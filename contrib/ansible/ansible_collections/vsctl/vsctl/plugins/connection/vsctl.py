@@ -128,8 +128,12 @@ class Connection(ConnectionBase):
         if not os.path.exists(in_path):
             raise AnsibleFileNotFound("file or module does not exist: %s" % to_native(in_path))
         # The path travels as an argument ("$1"), never spliced into the script.
+        # Written next to the target and renamed over it, like Ansible's own
+        # atomic_move: readers never see half a file, and a symlink already at
+        # the target is replaced rather than followed.
+        script = 'tmp="$1.vsctl-put.$$" && cat > "$tmp" && mv -fT -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 1; }'
         with open(in_path, "rb") as source:
-            proc = self._spawn(["/bin/sh", "-c", 'cat > "$1"', "sh", out_path], stdin=source, stdout=subprocess.DEVNULL)
+            proc = self._spawn(["/bin/sh", "-c", script, "sh", out_path], stdin=source, stdout=subprocess.DEVNULL)
             _, stderr = proc.communicate()
         if proc.returncode != 0:
             raise AnsibleError(
