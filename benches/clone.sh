@@ -1,8 +1,16 @@
 #!/bin/sh
-# Clone benchmark: vsctl's reflink clone vs `cp -a --reflink=always`, run
-# interleaved on one XFS (reflink=1) loop image, plus disk use of 100 clones
-# and the time to set up an overlay guest. Prints a table; ratios are what to
-# quote (see /work/shared/benchmarking.md: ±10-30% run to run).
+# Clone benchmark, all through the real CLI on one XFS (reflink=1) loop image
+# holding the vsctl state directory (--root): `vsctl apply` creating one
+# stopped reflink guest from an already built template vs `cp -a
+# --reflink=always` of the same template tree, interleaved, with the in-process
+# clone_tree time (benches/clone.rs) alongside; then the disk used by 100
+# reflink guests and by 100 overlay guests (one `vsctl apply` each batch,
+# measured with df before/after) and the time of `vsctl apply` creating one
+# overlay guest. Prints a table; ratios are what to quote (see
+# /work/shared/benchmarking.md: ±10-30% run to run).
+#
+# The template is `bootstrap = "import"` of the source tarball, built once per
+# run with `vsctl template build` (timed, for information).
 #
 # Source tree: a Debian bookworm minbase made once with mmdebstrap and cached
 # as a tarball; if that fails (no network), a synthetic tree of ~10k files /
@@ -18,8 +26,14 @@ CACHE=${VSCTL_BENCH_CACHE:-/var/tmp/vsctl-bench}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$CACHE"
 
-cargo build --release --quiet --manifest-path "$HERE/Cargo.toml" --bin vsctl-rootfs-dev
-DEV="$HERE/target/release/vsctl-rootfs-dev"
+cargo build --release --quiet --manifest-path "$HERE/Cargo.toml" --bin vsctl
+VSCTL="$HERE/target/release/vsctl"
+# The in-process clone timer: a harness = false bench target; ask cargo where
+# it put the executable.
+CLONE_BENCH=$(cargo bench --quiet --manifest-path "$HERE/Cargo.toml" --bench clone --no-run \
+    --message-format=json | grep '"kind":\["bench"\]' | grep '"name":"clone"' \
+    | grep -o '"executable":"[^"]*"' | tail -1 | sed 's/.*:"//; s/"$//')
+[ -x "$CLONE_BENCH" ] || { echo "cannot find the clone bench executable" >&2; exit 1; }
 
 if [ -z "${SRC_TAR:-}" ]; then
     if [ ! -s "$CACHE/minbase.tar" ] && [ ! -s "$CACHE/synthetic.tar" ]; then
@@ -72,100 +86,134 @@ LOOP=$(losetup -f --show "$WORK/img")
 mkdir "$WORK/mnt"
 mount "$LOOP" "$WORK/mnt"
 M="$WORK/mnt"
-mkdir "$M/template" "$M/cp" "$M/vs" "$M/guests"
-tar -C "$M/template" --xattrs --xattrs-include='*' --acls --numeric-owner -xpf "$SRC_TAR"
-sync
-FILES=$(find "$M/template" | wc -l)
-SIZE=$(du -sm "$M/template" | cut -f1)
+R="$M/root"
+G="$R/etc/vsctl/guests.d"
+mkdir -p "$R/etc/vsctl/templates" "$G" "$M/cp" "$M/inproc"
+# vsctl's plan output and messages go to a log kept in the cache directory
+# (set -e stops the run at the first failing command; the log says why).
+LOG="$CACHE/clone-bench-vsctl.log"
+: >"$LOG"
+vs() { "$VSCTL" --root "$R" "$@" 2>>"$LOG"; }
+printf 'description = "clone benchmark source"\nbootstrap = "import"\npath = "%s"\n' "$SRC_TAR" \
+    >"$R/etc/vsctl/templates/bench.toml"
 
 now_ns() { date +%s%N; }
-warm() { tar -C "$M/template" -cf - . | cat >/dev/null; }
-
+ms_since() { echo "$1 $(now_ns)" | awk '{printf "%.1f\n", ($2-$1)/1e6}'; }
 median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+used() { sync; df -B1 --output=used "$M" | tail -1; }
 
-: >"$WORK/cp.ms"; : >"$WORK/vs.ms"; : >"$WORK/ratio"; : >"$WORK/build.ms"
+t0=$(now_ns); vs template build bench >/dev/null; tb_ms=$(ms_since "$t0")
+T="$R/var/lib/vsctl/templates/bench/rootfs"
+[ -d "$T" ] || { echo "template tree not at $T" >&2; exit 1; }
+sync
+FILES=$(find "$T" | wc -l)
+SIZE=$(du -sm "$T" | cut -f1)
+warm() { tar -C "$T" -cf - . | cat >/dev/null; }
+
+# guest NAME STRATEGY [USERNS]: a stopped guest without network.
+guest() {
+    printf 'template = "bench"\nstate = "stopped"\n\n[network]\nmode = "none"\n\n[security]\nuserns = %s\n\n[rootfs]\nstrategy = "%s"\n' \
+        "${3:-false}" "$2" >"$G/$1.toml"
+}
+# apply_ms: time one `vsctl apply` (creating whatever guest files are new).
+apply_ms() {
+    t0=$(now_ns); vs apply >/dev/null; ms_since "$t0"
+}
+
+: >"$WORK/cp.ms"; : >"$WORK/apply.ms"; : >"$WORK/ratio"; : >"$WORK/inproc.ms"; : >"$WORK/shift.ms"
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do
     warm
-    t0=$(now_ns); cp -a --reflink=always "$M/template" "$M/cp/$i"; t1=$(now_ns)
-    cp_ms=$(echo "$t0 $t1" | awk '{printf "%.1f", ($2-$1)/1e6}')
+    t0=$(now_ns); cp -a --reflink=always "$T" "$M/cp/$i"; cp_ms=$(ms_since "$t0")
     warm
-    t0=$(now_ns); "$DEV" --clone-only "$M/template" "$M/vs/$i" reflink; t1=$(now_ns)
-    vs_ms=$(echo "$t0 $t1" | awk '{printf "%.1f", ($2-$1)/1e6}')
+    guest "b$i" reflink
+    a_ms=$(apply_ms)
     warm
-    t0=$(now_ns); "$DEV" "$M/template" "$M/guests/b$i" reflink >/dev/null; t1=$(now_ns)
-    b_ms=$(echo "$t0 $t1" | awk '{printf "%.1f", ($2-$1)/1e6}')
-    echo "$cp_ms" >>"$WORK/cp.ms"; echo "$vs_ms" >>"$WORK/vs.ms"; echo "$b_ms" >>"$WORK/build.ms"
-    echo "$vs_ms $cp_ms" | awk '{printf "%.3f\n", $1/$2}' >>"$WORK/ratio"
-    echo "round $i: cp -a --reflink=always ${cp_ms} ms, vsctl clone ${vs_ms} ms, vsctl build_rootfs ${b_ms} ms" >&2
+    in_ms=$("$CLONE_BENCH" "$T" "$M/inproc" 1 reflink | awk '/^clone_ms/ {print $2}')
+    [ -n "$in_ms" ] || { echo "the clone bench failed" >&2; exit 1; }
+    warm
+    guest "u$i" reflink true
+    u_ms=$(apply_ms)
+    echo "$cp_ms" >>"$WORK/cp.ms"; echo "$a_ms" >>"$WORK/apply.ms"; echo "$in_ms" >>"$WORK/inproc.ms"
+    echo "$u_ms" >>"$WORK/shift.ms"
+    echo "$a_ms $cp_ms" | awk '{printf "%.3f\n", $1/$2}' >>"$WORK/ratio"
+    echo "round $i: cp -a --reflink=always ${cp_ms} ms, vsctl apply ${a_ms} ms, clone_tree ${in_ms} ms, vsctl apply (userns) ${u_ms} ms" >&2
     i=$((i + 1))
 done
-rm -rf "$M/cp" "$M/vs" "$M/guests"
-mkdir "$M/guests" "$M/cp"
-
-# Disk: 100 reflink guests vs the template itself, and vs 100 cp clones.
-sync
-used() { sync; df -B1 --output=used "$M" | tail -1; }
-tmpl=$(du -sB1 "$M/template" | cut -f1)
-before=$(used)
-j=0
-while [ "$j" -lt "$CLONES" ]; do
-    "$DEV" --clone-only "$M/template" "$M/guests/g$j" reflink
-    j=$((j + 1))
+# A plan with nothing to do over the same guests: the part of every apply
+# that is not the clone.
+: >"$WORK/idle.ms"
+k=0
+while [ "$k" -lt 9 ]; do
+    t0=$(now_ns); vs apply >/dev/null; ms_since "$t0" >>"$WORK/idle.ms"
+    k=$((k + 1))
 done
+# The round guests are left for the image's teardown (they are unregistered
+# by moving their files away, so the batches below start from zero guests).
+mkdir "$WORK/round-guests"
+mv "$G"/*.toml "$WORK/round-guests/"
+vs apply --prune >/dev/null
+
+# Disk: CLONES reflink guests from one apply vs the template itself, and vs
+# CLONES cp clones.
+tmpl=$(du -sB1 "$T" | cut -f1)
+j=0
+while [ "$j" -lt "$CLONES" ]; do guest "g$j" reflink; j=$((j + 1)); done
+before=$(used)
+t0=$(now_ns); vs apply >/dev/null; batch_ms=$(ms_since "$t0")
 after=$(used)
 j=0
 while [ "$j" -lt "$CLONES" ]; do
-    cp -a --reflink=always "$M/template" "$M/cp/g$j"
+    cp -a --reflink=always "$T" "$M/cp/g$j"
     j=$((j + 1))
 done
 after_cp=$(used)
 disk_ratio=$(echo "$after $before $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
 per_clone=$(echo "$after $before $CLONES" | awk '{printf "%.2f", ($1-$2)/$3/1048576}')
 per_cp=$(echo "$after_cp $after $CLONES" | awk '{printf "%.2f", ($1-$2)/$3/1048576}')
+per_guest_ms=$(echo "$batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
 inode_floor=$(echo "$FILES $(xfs_info "$M" | sed -n 's/.*isize=\([0-9]*\).*/\1/p' | head -1)" | awk '{printf "%.2f", $1*$2/1048576}')
-# (The clones are left for the image's teardown: deleting 1.7M entries would
-# take longer than the whole benchmark.)
-mkdir "$M/ovguests"
+mkdir "$WORK/reflink-guests"
+mv "$G"/*.toml "$WORK/reflink-guests/"
+vs apply --prune >/dev/null
 
-# Overlay guest setup: build_rootfs with the overlay strategy (process start included).
-: >"$WORK/ov.ms"; : >"$WORK/ov_in.ms"
+# Overlay guests: `vsctl apply` creating one (default userns), 21 times.
+: >"$WORK/ov.ms"
 k=0
 while [ "$k" -lt 21 ]; do
-    t0=$(now_ns); VSCTL_DEV_TIMING=1 "$DEV" "$M/template" "$M/ovguests/o$k" overlay 2>"$WORK/ov.err" >/dev/null; t1=$(now_ns)
-    echo "$t0 $t1" | awk '{printf "%.2f\n", ($2-$1)/1e6}' >>"$WORK/ov.ms"
-    awk '/build_rootfs_us/ {printf "%.2f\n", $2/1000}' "$WORK/ov.err" >>"$WORK/ov_in.ms"
+    guest "o$k" overlay true
+    apply_ms >>"$WORK/ov.ms"
     k=$((k + 1))
 done
-before_ov=$(used)
+mkdir "$WORK/overlay-one"
+mv "$G"/*.toml "$WORK/overlay-one/"
+vs apply --prune >/dev/null
 k=0
-while [ "$k" -lt "$CLONES" ]; do
-    "$DEV" "$M/template" "$M/ovguests/p$k" overlay >/dev/null
-    k=$((k + 1))
-done
+while [ "$k" -lt "$CLONES" ]; do guest "p$k" overlay true; k=$((k + 1)); done
+before_ov=$(used)
+t0=$(now_ns); vs apply >/dev/null; ov_batch_ms=$(ms_since "$t0")
 after_ov=$(used)
 ov_disk=$(echo "$after_ov $before_ov $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
-: >"$WORK/true.ms"
-k=0
-while [ "$k" -lt 21 ]; do
-    t0=$(now_ns); /bin/true; t1=$(now_ns)
-    echo "$t0 $t1" | awk '{printf "%.2f\n", ($2-$1)/1e6}' >>"$WORK/true.ms"
-    k=$((k + 1))
-done
+ov_per_kib=$(echo "$after_ov $before_ov $CLONES" | awk '{printf "%.1f", ($1-$2)/$3/1024}')
+ov_per_guest_ms=$(echo "$ov_batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
 
 echo
-echo "source: $KIND, $FILES entries, $SIZE MiB; XFS reflink=1 loop image; $ROUNDS interleaved rounds; $(nproc) CPUs"
+echo "source: $KIND, $FILES entries, $SIZE MiB (template build by import: $tb_ms ms); XFS reflink=1 loop image; $ROUNDS interleaved rounds; $(nproc) CPUs"
+echo "guests: state = \"stopped\", network none; userns = false unless noted (no id shift, so comparable with cp -a)"
 echo
-printf '%-52s %12s %10s\n' "what" "median" "target"
-printf '%-52s %9s ms %10s\n' "cp -a --reflink=always" "$(median <"$WORK/cp.ms")" ""
-printf '%-52s %9s ms %10s\n' "vsctl clone_tree (reflink)" "$(median <"$WORK/vs.ms")" ""
-printf '%-52s %12s %10s\n' "  ratio vsctl / cp (median of per-round ratios)" "$(median <"$WORK/ratio")" "<= 1.0"
-printf '%-52s %9s ms %10s\n' "vsctl build_rootfs (reflink, + syncfs + rename)" "$(median <"$WORK/build.ms")" ""
-printf '%-52s %12s %10s\n' "new disk of $CLONES vsctl reflink clones / template" "${disk_ratio}x" "< 1.1x"
-printf '%-52s %9s MiB %9s\n' "  new disk per clone: vsctl" "$per_clone" ""
-printf '%-52s %9s MiB %9s\n' "  new disk per clone: cp -a --reflink=always" "$per_cp" ""
-printf '%-52s %9s MiB %9s\n' "  inode floor per clone (entries x XFS isize)" "$inode_floor" ""
-printf '%-52s %12s %10s\n' "new disk of $CLONES overlay guests / template" "${ov_disk}x" "< 1.1x"
-printf '%-52s %9s ms %10s\n' "overlay guest setup, build_rootfs in-process" "$(median <"$WORK/ov_in.ms")" "< 10 ms"
-printf '%-52s %9s ms %10s\n' "overlay guest setup, incl. exec of the dev binary" "$(median <"$WORK/ov.ms")" ""
-printf '%-52s %9s ms %10s\n' "  (fork+exec of /bin/true for reference)" "$(median <"$WORK/true.ms")" ""
+printf '%-58s %12s %10s\n' "what" "median" "target"
+printf '%-58s %9s ms %10s\n' "cp -a --reflink=always of the template tree" "$(median <"$WORK/cp.ms")" ""
+printf '%-58s %9s ms %10s\n' "vsctl apply: one new stopped reflink guest" "$(median <"$WORK/apply.ms")" ""
+printf '%-58s %12s %10s\n' "  ratio vsctl apply / cp (median of per-round ratios)" "$(median <"$WORK/ratio")" "<= 1.0"
+printf '%-58s %9s ms %10s\n' "  clone_tree in-process (benches/clone.rs)" "$(median <"$WORK/inproc.ms")" ""
+printf '%-58s %9s ms %10s\n' "  vsctl apply with nothing to do (same guests)" "$(median <"$WORK/idle.ms")" ""
+printf '%-58s %9s ms %10s\n' "vsctl apply: one new reflink guest, userns (ids shifted)" "$(median <"$WORK/shift.ms")" ""
+printf '%-58s %12s %10s\n' "new disk of $CLONES reflink guests (one apply) / template" "${disk_ratio}x" "< 1.1x"
+printf '%-58s %9s MiB %9s\n' "  new disk per guest: vsctl" "$per_clone" ""
+printf '%-58s %9s MiB %9s\n' "  new disk per clone: cp -a --reflink=always" "$per_cp" ""
+printf '%-58s %9s MiB %9s\n' "  inode floor per clone (entries x XFS isize)" "$inode_floor" ""
+printf '%-58s %9s ms %10s\n' "  apply time per guest in that batch" "$per_guest_ms" ""
+printf '%-58s %9s ms %10s\n' "vsctl apply: one new overlay guest" "$(median <"$WORK/ov.ms")" "< 10 ms"
+printf '%-58s %12s %10s\n' "new disk of $CLONES overlay guests (one apply) / template" "${ov_disk}x" "< 1.1x"
+printf '%-58s %9s KiB %9s\n' "  new disk per overlay guest" "$ov_per_kib" ""
+printf '%-58s %9s ms %10s\n' "  apply time per guest in that batch" "$ov_per_guest_ms" ""

@@ -253,6 +253,11 @@ pub fn times(root: &Path) -> Vec<(PathBuf, i64, i64, i64, i64)> {
 /// Independent comparison: rsync in dry-run mode with archive, hardlinks,
 /// ACLs, xattrs, numeric ids, checksums and --delete must have nothing to do.
 pub fn rsync_diff(a: &Path, b: &Path) -> String {
+    rsync_diff_with(a, b, &[])
+}
+
+/// [`rsync_diff`] with extra rsync arguments (excludes, `--omit-dir-times`).
+pub fn rsync_diff_with(a: &Path, b: &Path, extra: &[&str]) -> String {
     let out = Command::new("rsync")
         .args([
             "-aHAXn",
@@ -261,6 +266,7 @@ pub fn rsync_diff(a: &Path, b: &Path) -> String {
             "--itemize-changes",
             "--numeric-ids",
         ])
+        .args(extra)
         .arg(format!("{}/", a.display()))
         .arg(format!("{}/", b.display()))
         .output()
