@@ -4,6 +4,7 @@
 //! Needs `tests/contrib/setup-venv.sh` to have run; fails under CI=true when
 //! it has not, skips locally.
 
+mod common;
 #[path = "contrib/mod.rs"]
 mod contrib;
 
@@ -14,6 +15,8 @@ use std::process::{Command, Output};
 /// A temporary Ansible world: `root/` for vsctl, `ansible/` for Ansible's own
 /// files, playbooks next to them.
 struct World {
+    // Dropped first: stops the guests while their root still exists.
+    sandbox: Sandbox,
     dir: tempfile::TempDir,
     bin: PathBuf,
 }
@@ -25,7 +28,8 @@ impl World {
             .tempdir()
             .expect("tempdir");
         std::fs::create_dir_all(dir.path().join("root")).unwrap();
-        World { dir, bin }
+        let sandbox = Sandbox::new(&dir.path().join("root"));
+        World { sandbox, dir, bin }
     }
 
     fn root(&self) -> PathBuf {
@@ -43,7 +47,7 @@ impl World {
     }
 
     fn ansible(&self, tool: &str) -> Command {
-        let mut cmd = command(self.bin.join(tool));
+        let mut cmd = self.sandbox.command(self.bin.join(tool));
         cmd.current_dir(self.dir.path())
             .env("ANSIBLE_COLLECTIONS_PATH", repo().join("contrib/ansible"))
             .env("ANSIBLE_HOME", self.dir.path().join("ansible"))
@@ -467,22 +471,14 @@ fn ansible_connection_plugin_runs_inside_a_guest() {
     )
     .unwrap();
     let root = world.root();
-    // Stop the guest whatever happens below.
-    struct Stop<'a>(&'a Path);
-    impl Drop for Stop<'_> {
-        fn drop(&mut self) {
-            let guests = self.0.join("etc/vsctl/guests.d");
-            let _ = std::fs::remove_file(guests.join("conn1.toml"));
-            let _ = command(vsctl_bin())
-                .arg("--root")
-                .arg(self.0)
-                .args(["apply", "--prune", "--purge"])
-                .output();
-        }
-    }
-    let _stop = Stop(&root);
+    // The sandbox stops the guest whatever happens below.
     run(
-        command(vsctl_bin()).arg("--root").arg(&root).arg("apply"),
+        world
+            .sandbox
+            .command(vsctl_bin())
+            .arg("--root")
+            .arg(&root)
+            .arg("apply"),
         &[0],
     );
 

@@ -4,6 +4,7 @@
 //! Needs `tests/contrib/setup-venv.sh` to have run; fails under CI=true when
 //! it has not, skips locally.
 
+mod common;
 #[path = "contrib/mod.rs"]
 mod contrib;
 
@@ -12,6 +13,8 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 struct Salt {
+    // Dropped first: stops the guests while their root still exists.
+    sandbox: Sandbox,
     dir: tempfile::TempDir,
     bin: PathBuf,
 }
@@ -69,7 +72,8 @@ impl Salt {
         std::fs::write(path.join("srv/guests.sls"), GUESTS_SLS).unwrap();
         std::fs::write(path.join("srv/gone.sls"), GONE_SLS).unwrap();
         std::fs::write(path.join("srv/typo.sls"), TYPO_SLS).unwrap();
-        let salt = Salt { dir, bin };
+        let sandbox = Sandbox::new(&path.join("root"));
+        let salt = Salt { sandbox, dir, bin };
         salt.call(&["saltutil.sync_all"]);
         salt
     }
@@ -90,7 +94,8 @@ impl Salt {
     /// Like `call`, accepting the exit codes in `codes`.
     fn call_with(&self, args: &[&str], codes: &[i32]) -> Value {
         let out = run(
-            command(self.bin.join("salt-call"))
+            self.sandbox
+                .command(self.bin.join("salt-call"))
                 .current_dir(self.dir.path())
                 .arg("--local")
                 .arg(format!(

@@ -19,11 +19,21 @@ fn guest(quota: &str) -> String {
 }
 
 /// A write of `mib` MiB inside the guest: exit code and output.
-fn write_mib(world: &World, mib: u32) -> (i32, String) {
+fn write_mib(world: &World, state: &str, mib: u32) -> (i32, String) {
     let script = format!(
         "dd if=/dev/zero of=/var/fill bs=1M count={mib} conv=fsync 2>&1; echo rc=$?; rm -f /var/fill; sync"
     );
-    let out = world.vsctl(&["exec", "g", "-T", "--", "/bin/sh", "-c", &script]);
+    let out = world.vsctl(&[
+        "--state-dir",
+        state,
+        "exec",
+        "g",
+        "-T",
+        "--",
+        "/bin/sh",
+        "-c",
+        &script,
+    ]);
     (out.status.code().unwrap_or(-1), stdout(&out))
 }
 
@@ -38,19 +48,19 @@ fn btrfs_quota_is_enforced_changed_live_and_reported() {
     let out = apply(&world);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 
-    let (_, result) = write_mib(&world, 64);
+    let (_, result) = write_mib(&world, &state_arg, 64);
     assert!(
         result.contains("Disk quota exceeded"),
         "writing 64MiB under a 32MiB quota: {result}"
     );
-    let (_, result) = write_mib(&world, 8);
+    let (_, result) = write_mib(&world, &state_arg, 8);
     assert!(result.contains("rc=0"), "a small write fits: {result}");
 
     world.write_guest("g", &guest("128MiB"));
     let (_, plan) = world.vsctl_json(&["--state-dir", &state_arg, "plan"]);
     assert_eq!(plan["guests"][0]["action"], "update", "{plan:#}");
     assert_eq!(apply(&world).status.code(), Some(0));
-    let (_, result) = write_mib(&world, 64);
+    let (_, result) = write_mib(&world, &state_arg, 64);
     assert!(
         result.contains("rc=0"),
         "the raised limit applies live: {result}"

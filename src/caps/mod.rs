@@ -282,7 +282,13 @@ mod tests {
     #[test]
     fn unprivileged_default_keeps_namespaced_caps() {
         let s = bounding_set(true, true, &[], &[]).unwrap();
-        for c in ["SYS_ADMIN", "MKNOD", "SYS_PTRACE", "NET_RAW", "NET_BIND_SERVICE"] {
+        for c in [
+            "SYS_ADMIN",
+            "MKNOD",
+            "SYS_PTRACE",
+            "NET_RAW",
+            "NET_BIND_SERVICE",
+        ] {
             assert_ne!(s & parse(c).unwrap(), 0, "{c}");
         }
         // NET_ADMIN goes too: a guest's addresses and routes are vsctl's.
@@ -290,7 +296,11 @@ mod tests {
             assert_eq!(s & parse(c).unwrap(), 0, "{c}");
         }
         let with = bounding_set(true, true, &["NET_ADMIN".into()], &[]).unwrap();
-        assert_ne!(with & parse("NET_ADMIN").unwrap(), 0, "cap_add gives it back");
+        assert_ne!(
+            with & parse("NET_ADMIN").unwrap(),
+            0,
+            "cap_add gives it back"
+        );
     }
 
     #[test]

@@ -50,6 +50,71 @@ pub fn venv_bin(tool: &str) -> Option<PathBuf> {
     None
 }
 
+/// Isolation for the guests a contrib test starts through Ansible or Salt:
+/// the root's vsctl.toml gives them a cgroup base of their own, every command
+/// that may start or stop one runs inside a network namespace made here (so
+/// bridges and veths never touch the host's), and dropping the sandbox stops
+/// whatever is still running and removes the cgroups and the namespace.
+pub struct Sandbox {
+    root: PathBuf,
+    netns: String,
+    cgroup_base: String,
+}
+
+impl Sandbox {
+    pub fn new(root: &Path) -> Sandbox {
+        let uuid = std::fs::read_to_string("/proc/sys/kernel/random/uuid").unwrap();
+        let suffix = format!("{}-{}", std::process::id(), &uuid[..8]);
+        let sandbox = Sandbox {
+            root: root.to_path_buf(),
+            netns: format!("vsc-{suffix}"),
+            cgroup_base: format!("vsctl-test-{suffix}"),
+        };
+        std::fs::create_dir_all(root.join("etc/vsctl")).unwrap();
+        std::fs::write(
+            root.join("etc/vsctl/vsctl.toml"),
+            format!("[runtime]\ncgroup_base = \"{}\"\n", sandbox.cgroup_base),
+        )
+        .unwrap();
+        let added = Command::new("ip")
+            .args(["netns", "add", &sandbox.netns])
+            .status()
+            .unwrap();
+        assert!(added.success(), "ip netns add {}", sandbox.netns);
+        sandbox
+    }
+
+    /// `program` run inside the sandbox's network namespace (nsenter: unlike
+    /// `ip netns exec` it leaves /sys, and so the cgroup mounts, alone).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = command("nsenter");
+        cmd.arg(format!("--net=/run/netns/{}", self.netns))
+            .arg("--")
+            .arg(program);
+        cmd
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if let Ok(entries) = std::fs::read_dir(self.root.join("run/vsctl")) {
+            for entry in entries.flatten() {
+                let _ = self
+                    .command(vsctl_bin())
+                    .arg("--root")
+                    .arg(&self.root)
+                    .args(["stop", "--timeout", "2"])
+                    .arg(entry.file_name())
+                    .output();
+            }
+        }
+        crate::common::remove_cgroup_tree(&self.cgroup_base);
+        let _ = Command::new("ip")
+            .args(["netns", "delete", &self.netns])
+            .status();
+    }
+}
+
 /// A command with vsctl's own environment variables removed.
 pub fn command(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
