@@ -4,8 +4,6 @@
 //! filesystem cannot enforce a quota, apply refuses (or warns, by setting).
 
 mod common;
-#[path = "rootfs_support/mod.rs"]
-#[allow(dead_code)]
 mod rootfs_support;
 
 use common::{World, stderr, stdout};
