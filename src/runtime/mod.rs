@@ -410,6 +410,29 @@ pub fn status(run_dir: &Path) -> Result<GuestRuntimeState, RuntimeError> {
     })
 }
 
+/// An unprivileged guest's init mounts its root (and idmapped layers) on
+/// mount points under its run directory while already inside its user
+/// namespace, where it is an ordinary host user: every directory on the way
+/// must be searchable by others. Say so plainly instead of failing later
+/// with a bare EACCES from inside the child.
+fn reachable_by_guest(run_dir: &Path) -> Result<(), RuntimeError> {
+    use std::os::unix::fs::PermissionsExt;
+    let absolute = fs::canonicalize(run_dir).map_err(io_ctx(format!("resolve {}", run_dir.display())))?;
+    for dir in absolute.ancestors() {
+        let mode = fs::metadata(dir).map_err(io_ctx(format!("stat {}", dir.display())))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(RuntimeError::Invalid(format!(
+                "an unprivileged guest cannot reach its run directory {}: {} has mode {:o}, which others may not search; \
+                 make it o+x (e.g. chmod 755) or use a run directory under one that is",
+                run_dir.display(),
+                dir.display(),
+                mode & 0o7777
+            )));
+        }
+    }
+    Ok(())
+}
+
 fn validate(spec: &RuntimeSpec) -> Result<(), RuntimeError> {
     let bad = |m: String| Err(RuntimeError::Invalid(m));
     if spec.name.is_empty() || spec.name.contains('/') || spec.name.starts_with('.') {
@@ -533,6 +556,9 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
 
     fs::create_dir_all(&spec.run_dir)
         .map_err(io_ctx(format!("create {}", spec.run_dir.display())))?;
+    if spec.userns.is_some() {
+        reachable_by_guest(&spec.run_dir)?;
+    }
     let root = spec.run_dir.join("root");
     fs::create_dir_all(&root).map_err(io_ctx(format!("create {}", root.display())))?;
     // Mount points for idmapped overlay layers (used only inside the guest's
