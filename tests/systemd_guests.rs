@@ -174,7 +174,13 @@ impl Lab {
         }
         let (_, failed) = self.exec(
             guest,
-            &["systemctl", "--failed", "--no-legend", "--plain", "--no-pager"],
+            &[
+                "systemctl",
+                "--failed",
+                "--no-legend",
+                "--plain",
+                "--no-pager",
+            ],
         );
         eprintln!(
             "{guest}: is-system-running = {state:?} after {:.1?}; failed units: {:?}",
@@ -340,7 +346,11 @@ fn check_container_interface(lab: &Lab, guest: &str, privileged: bool) {
     );
     assert_eq!(code, 0, "{guest}: {out}");
     let lines: Vec<&str> = out.lines().map(str::trim).collect();
-    assert!(lines[0].ends_with("systemd"), "{guest}: PID 1 is {}", lines[0]);
+    assert!(
+        lines[0].ends_with("systemd"),
+        "{guest}: PID 1 is {}",
+        lines[0]
+    );
     assert_eq!(lines[1], "container-other", "{guest}: {out}");
     // Unified mode: cgroup2 at /sys/fs/cgroup, PID 1 in its own init.scope.
     assert_eq!(lines[2], "cgroup2fs", "{guest}: {out}");
@@ -370,7 +380,10 @@ fn check_container_interface(lab: &Lab, guest: &str, privileged: bool) {
              umount /sys/fs/cgroup/cgroup.max.depth 2>/dev/null && echo UNMOUNTED; true",
         );
         assert_eq!(code, 0, "{guest}: {out}");
-        assert!(!out.contains("WROTE"), "{guest}: limit file writable: {out}");
+        assert!(
+            !out.contains("WROTE"),
+            "{guest}: limit file writable: {out}"
+        );
         assert!(!out.contains("UNMOUNTED"), "{guest}: {out}");
         assert!(out.contains("SUBTREE"), "{guest}: {out}");
         let host_copy = lab
@@ -403,7 +416,8 @@ fn check_http_and_ssh(lab: &Lab, addr: &str) {
         };
         let mut http = String::new();
         let mut s = connect(80).expect("connect to port 80");
-        s.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n").unwrap();
+        s.write_all(b"GET / HTTP/1.0\r\nHost: guest\r\n\r\n")
+            .unwrap();
         s.read_to_string(&mut http).unwrap();
         let mut s = connect(22).expect("connect to port 22");
         let mut banner = Vec::new();
@@ -459,7 +473,10 @@ fn bookworm_web_guests_boot_systemd_and_serve_http_and_ssh() {
     lab.vsctl_ok(&["apply"]);
     eprintln!("apply (2 guests) took {:.1?}", t.elapsed());
 
-    for (g, privileged, addr) in [("sdweb1", false, "10.79.0.2"), ("sdweb2", true, "10.79.0.3")] {
+    for (g, privileged, addr) in [
+        ("sdweb1", false, "10.79.0.2"),
+        ("sdweb2", true, "10.79.0.3"),
+    ] {
         boot_check(&lab, g, privileged);
         check_http_and_ssh(&lab, addr);
         // Host keys were made in this guest at first boot, not in the template.

@@ -533,6 +533,104 @@ mod tests {
         assert!(guest_rel(std::path::Path::new("/")).is_err());
     }
 
+    fn hier(dir: &str, fstype: &str, options: &str) -> crate::cgroup::HostHierarchy {
+        crate::cgroup::HostHierarchy {
+            dir: dir.into(),
+            fstype: fstype.into(),
+            options: options.into(),
+        }
+    }
+
+    #[test]
+    fn guests_get_cgroup2_whenever_the_host_has_it() {
+        let hybrid = [
+            hier("memory", "cgroup", "memory"),
+            hier("systemd", "cgroup", "name=systemd"),
+            hier("unified", "cgroup2", ""),
+        ];
+        let pure = [hier("", "cgroup2", "")];
+        for h in [&hybrid[..], &pure[..]] {
+            // Unprivileged: one writable cgroup2 mount (delegated cgroup).
+            let s = cgroup_steps(h, true);
+            assert_eq!(s.len(), 1);
+            assert!(matches!(&s[0], Step::Mount { fstype, target, flags, .. }
+                if fstype == "cgroup2" && target == &PathBuf::from("sys/fs/cgroup")
+                    && !flags.contains(MsFlags::MS_RDONLY)));
+            // Privileged: the same, then every file but the delegation set
+            // of its cgroup root read-only.
+            let s = cgroup_steps(h, false);
+            assert_eq!(s.len(), 2);
+            match &s[1] {
+                Step::ReadOnlyFiles { target, keep } => {
+                    assert_eq!(target, &PathBuf::from("sys/fs/cgroup"));
+                    assert_eq!(keep, &CGROUP_DELEGATED_FILES.to_vec());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Pure v1: the old tmpfs of named hierarchies, read-only when privileged.
+        let v1 = [
+            hier("memory", "cgroup", "memory"),
+            hier("pids", "cgroup", "pids"),
+        ];
+        let s = cgroup_steps(&v1, false);
+        assert!(matches!(&s[0], Step::Mount { fstype, .. } if fstype == "tmpfs"));
+        assert!(
+            s[1..3]
+                .iter()
+                .all(|st| matches!(st, Step::Mount { flags, .. }
+            if flags.contains(MsFlags::MS_RDONLY)))
+        );
+        assert!(matches!(s.last(), Some(Step::ReadOnly { .. })));
+        assert!(cgroup_steps(&[], true).is_empty());
+    }
+
+    #[test]
+    fn container_interface_files_and_run_lock() {
+        let mut s = spec();
+        let has = |p: &ChildPlan, path: &str| {
+            p.steps.iter().any(|st| match st {
+                Step::WriteFile { target, .. } | Step::Mount { target, .. } => {
+                    target == &PathBuf::from(path)
+                }
+                _ => false,
+            })
+        };
+        let dropin = "run/systemd/system/mount.d/50-vsctl-no-cap-sys-admin.conf";
+        // Privileged (no CAP_SYS_ADMIN): mount units are skipped.
+        let p = build(&s, "u").unwrap();
+        for f in [
+            "run/host/container-manager",
+            "run/systemd/container",
+            "run/lock",
+            dropin,
+        ] {
+            assert!(has(&p, f), "{f}");
+        }
+        if std::path::Path::new("/etc/os-release").exists() {
+            assert!(has(&p, "run/host/os-release"));
+        }
+        // /run/lock is mounted after /run, on the tmpfs the runtime made.
+        let pos = |path: &str| {
+            p.steps
+                .iter()
+                .position(
+                    |st| matches!(st, Step::Mount { target, .. } if target == &PathBuf::from(path)),
+                )
+                .unwrap()
+        };
+        assert!(pos("run") < pos("run/lock"));
+        // With CAP_SYS_ADMIN (unprivileged, or added back) systemd mounts itself.
+        s.caps_add = vec!["SYS_ADMIN".into()];
+        assert!(!has(&build(&s, "u").unwrap(), dropin));
+        s.caps_add.clear();
+        s.userns = Some(IdRange {
+            host_base: 100_000,
+            count: 65_536,
+        });
+        assert!(!has(&build(&s, "u").unwrap(), dropin));
+    }
+
     #[test]
     fn unprivileged_plan_keeps_sys_admin() {
         let mut s = spec();
