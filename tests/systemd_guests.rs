@@ -2,8 +2,8 @@
 //!
 //! Each test builds real templates with mmdebstrap from the host's apt
 //! sources (network to the Debian archive; bookworm + bookworm-web take about
-//! a minute, trixie about half of that), declares an unprivileged guest (the
-//! default) and a privileged one (`userns = false`), applies, waits for
+//! a minute, trixie about half of that), declares unprivileged guests (the
+//! default) and privileged ones (`userns = false`), applies, waits for
 //! `systemctl is-system-running` inside each, checks the systemd container
 //! interface (unified cgroup tree, container detection, /run/host), and stops
 //! them, checking that no process, cgroup, veth or mount is left. Only the
@@ -453,7 +453,7 @@ fn boot_check(lab: &Lab, guest: &str, privileged: bool) {
 }
 
 #[test]
-fn bookworm_web_guests_boot_systemd_and_serve_http_and_ssh() {
+fn bookworm_guests_boot_systemd_and_serve_http_and_ssh() {
     if skip() {
         return;
     }
@@ -469,9 +469,12 @@ fn bookworm_web_guests_boot_systemd_and_serve_http_and_ssh() {
         "sdweb2",
         &guest_file("debian-bookworm-web", "10.79.0.3", true),
     );
+    // The plain base template (built on the way) boots the same way.
+    lab.add_guest("sdbw", &guest_file("debian-bookworm", "10.79.0.4", false));
     let t = Instant::now();
     lab.vsctl_ok(&["apply"]);
-    eprintln!("apply (2 guests) took {:.1?}", t.elapsed());
+    eprintln!("apply (3 guests) took {:.1?}", t.elapsed());
+    boot_check(&lab, "sdbw", false);
 
     for (g, privileged, addr) in [
         ("sdweb1", false, "10.79.0.2"),
@@ -489,7 +492,7 @@ fn bookworm_web_guests_boot_systemd_and_serve_http_and_ssh() {
     let mid = |g| lab.exec(g, &["cat", "/etc/machine-id"]).1;
     assert_ne!(mid("sdweb1"), mid("sdweb2"));
 
-    for g in ["sdweb1", "sdweb2"] {
+    for g in ["sdweb1", "sdweb2", "sdbw"] {
         lab.stop_and_check(g);
     }
     assert_eq!(lab.links(), ["lo", "vsbr0"]);
@@ -511,7 +514,10 @@ fn trixie_guests_boot_systemd_in_unified_mode() {
         boot_check(&lab, g, privileged);
     }
     // A guest that reboots itself comes back (the supervisor boots init
-    // again) and reaches the same state.
+    // again) and reaches the same state, with the machine id its first boot
+    // committed (journal directories are named after it).
+    let machine_id = lab.exec("sdtx1", &["cat", "/etc/machine-id"]).1;
+    assert_eq!(machine_id.trim().len(), 32, "{machine_id:?}");
     let (code, out) = lab.exec("sdtx1", &["systemctl", "reboot"]);
     assert_eq!(code, 0, "{out}");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -526,6 +532,7 @@ fn trixie_guests_boot_systemd_in_unified_mode() {
         std::thread::sleep(Duration::from_millis(250));
     }
     boot_check(&lab, "sdtx1", false);
+    assert_eq!(lab.exec("sdtx1", &["cat", "/etc/machine-id"]).1, machine_id);
     for g in ["sdtx1", "sdtx2"] {
         lab.stop_and_check(g);
     }
