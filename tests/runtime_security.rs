@@ -122,13 +122,42 @@ fn check_restrictions(g: &Guest, privileged: bool) {
     }
 
     // The guest sees its own cgroups, rooted at itself, and cannot change
-    // its limits or create sub-cgroups (no delegation yet).
+    // its limits. Where the host has cgroup2 (pure or hybrid) the guest gets
+    // exactly that at /sys/fs/cgroup (systemd's unified mode): it may build
+    // a subtree (systemd needs to), never touch the files of its own root
+    // beyond the delegation set. Pure v1 hosts: named v1 hierarchies.
     let out = ok(g, "cat /proc/self/cgroup");
     assert!(
         out.lines().all(|l| l.ends_with(":/")),
         "cgroup paths outside the guest's root:\n{out}"
     );
-    if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
+    let host_has_cgroup2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+        || std::path::Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    if host_has_cgroup2 {
+        let out = ok(
+            g,
+            "awk '$2 == \"/sys/fs/cgroup\" {print $3}' /proc/self/mounts && ls /sys/fs/cgroup",
+        );
+        assert!(out.starts_with("cgroup2\n"), "{out}");
+        assert!(
+            !out.contains("memory\n") && !out.contains("vsctl-test"),
+            "{out}"
+        );
+        // Sub-cgroups work and stay inside the guest's.
+        let out = ok(
+            g,
+            "mkdir /sys/fs/cgroup/sub && echo $$ > /sys/fs/cgroup/sub/cgroup.procs && grep ^0:: /proc/self/cgroup",
+        );
+        assert_eq!(out.trim(), "0::/sub", "{out}");
+        // Limits at the guest's root are not the guest's to change (owned by
+        // host root for unprivileged guests, read-only mounts for privileged).
+        fails(g, "echo 3 > /sys/fs/cgroup/cgroup.max.depth");
+        fails(g, "echo 3 > /sys/fs/cgroup/cgroup.max.descendants");
+        if privileged {
+            // ... and the read-only mounts cannot be removed.
+            fails(g, "umount /sys/fs/cgroup/cgroup.max.depth");
+        }
+    } else if std::path::Path::new("/sys/fs/cgroup/memory/cgroup.procs").exists() {
         ok(
             g,
             "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/pids/pids.max",

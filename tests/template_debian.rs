@@ -45,11 +45,23 @@ fn debian_bookworm_minbase_from_host_apt_sources() {
             "{pkg} not installed:\n{list}"
         );
     }
-    // minbase: no "important" packages such as systemd.
+    // minbase plus the init the template asks for (systemd-sysv, dbus):
+    // /sbin/init is systemd, and no other "important" package came along.
+    for pkg in ["systemd", "systemd-sysv", "dbus"] {
+        assert!(
+            list.lines().any(|l| l.starts_with("ii")
+                && l.split_whitespace().nth(1).map(|n| n.split(':').next()) == Some(Some(pkg))),
+            "{pkg} not installed:\n{list}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_link(tree.join("sbin/init")).unwrap(),
+        std::path::Path::new("/lib/systemd/systemd")
+    );
     assert!(
         !list
             .lines()
-            .any(|l| l.split_whitespace().nth(1) == Some("systemd"))
+            .any(|l| l.split_whitespace().nth(1) == Some("ifupdown"))
     );
     let release = std::fs::read_to_string(tree.join("etc/os-release")).unwrap();
     assert!(release.contains("bookworm"), "{release}");

@@ -184,6 +184,34 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
             }
             Ok(())
         }
+        Step::ReadOnlyFiles { target, keep } => {
+            let dir = resolve(root, target, None)?;
+            // The directory is a filesystem the runtime just mounted
+            // (cgroupfs), not guest-controlled: its names are the kernel's.
+            let entries = std::fs::read_dir(fd_path(&dir))
+                .map_err(ctx(format!("list /{}", target.display())))?;
+            for e in entries.flatten() {
+                let name = e.file_name();
+                if keep.iter().any(|k| name.as_os_str() == k.as_str())
+                    || !e.file_type().is_ok_and(|t| t.is_file())
+                {
+                    continue;
+                }
+                let rel = target.join(&name);
+                let fd = resolve(root, &rel, None)?;
+                mount(
+                    Some(fd_path(&fd).as_str()),
+                    fd_path(&fd).as_str(),
+                    None::<&str>,
+                    MsFlags::MS_BIND,
+                    None::<&str>,
+                )
+                .map_err(ctx(format!("bind /{} on itself", rel.display())))?;
+                let fd = resolve(root, &rel, None)?;
+                remount_ro(&fd_path(&fd))?;
+            }
+            Ok(())
+        }
         Step::Mask { target } => {
             let fd = match resolve(root, target, None) {
                 Ok(fd) => fd,

@@ -43,6 +43,12 @@ pub enum Step {
     /// Hide a path: /dev/null over files, an empty read-only tmpfs over
     /// directories. Missing paths are skipped.
     Mask { target: PathBuf },
+    /// Bind every regular file directly in this guest directory read-only
+    /// onto itself, except the names in `keep`: the interface files of a
+    /// privileged guest's own cgroup (its limits), while the delegation
+    /// files stay writable. A privileged guest has no CAP_SYS_ADMIN, so it
+    /// can never remove these mounts.
+    ReadOnlyFiles { target: PathBuf, keep: Vec<String> },
     /// symlink(link_to, target)
     Symlink { link_to: String, target: PathBuf },
     /// Create a file with this content (on a tmpfs the runtime mounted).
@@ -75,6 +81,14 @@ pub const PROC_READ_ONLY: &[&str] = &["proc/bus", "proc/fs", "proc/irq", "proc/s
 
 /// Host device nodes bind-mounted into the guest's /dev.
 pub const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// The systemd drop-in for guests that cannot mount (see `build`).
+pub const NO_MOUNT_DROPIN: &str = "\
+# Written by vsctl: this guest has no CAP_SYS_ADMIN, so it cannot mount
+# filesystems; mount units are skipped instead of failing.
+[Unit]
+ConditionCapability=CAP_SYS_ADMIN
+";
 
 /// Everything the child needs, precomputed.
 #[derive(Debug, Clone)]
@@ -151,6 +165,7 @@ pub fn environment(spec: &RuntimeSpec, uuid: &str) -> Vec<(String, String)> {
 /// Build the step list and the rest of the child plan.
 pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> {
     let r = PathBuf::from;
+    let unprivileged = spec.userns.is_some();
     let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     let mut steps = vec![
         Step::Mount {
@@ -251,46 +266,43 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             content: "vsctl\n".into(),
         },
     ]);
-    // The guest's own cgroups, as its cgroup namespace shows them (rooted at
-    // the guest's cgroup). Read-only for privileged guests; unprivileged
-    // guests get their cgroup delegated (see CgroupManager::delegate): they
-    // can create sub-cgroups but not change their own limits.
-    let unprivileged = spec.userns.is_some();
-    let ro = if unprivileged {
-        MsFlags::empty()
-    } else {
-        MsFlags::MS_RDONLY
-    };
-    let hier = crate::cgroup::host_hierarchies();
-    if hier.len() == 1 && hier[0].dir.is_empty() {
-        steps.push(Step::Mount {
-            source: "cgroup2".into(),
-            target: r("sys/fs/cgroup"),
-            fstype: "cgroup2".into(),
-            flags: nosuid_nodev_noexec | ro,
-            data: None,
-        });
-    } else if !hier.is_empty() {
-        steps.push(Step::Mount {
-            source: "cgroup".into(),
-            target: r("sys/fs/cgroup"),
-            fstype: "tmpfs".into(),
-            flags: nosuid_nodev_noexec,
-            data: Some("mode=755,size=64k".into()),
-        });
-        for h in hier.iter().filter(|h| !h.dir.is_empty()) {
-            steps.push(Step::Mount {
-                source: "cgroup".into(),
-                target: r("sys/fs/cgroup").join(&h.dir),
-                fstype: h.fstype.clone(),
-                flags: nosuid_nodev_noexec | ro,
-                data: (!h.options.is_empty()).then(|| h.options.clone()),
-            });
-        }
-        steps.push(Step::ReadOnly {
-            target: r("sys/fs/cgroup"),
+    // /run/lock, the lock directory Debian's systemd mounts as an API
+    // filesystem (fatal if it cannot: a privileged guest has no
+    // CAP_SYS_ADMIN) and newer ones as run-lock.mount. Mounted here like
+    // /run itself; the guest's systemd finds it in place and goes on.
+    steps.push(Step::Mount {
+        source: "tmpfs".into(),
+        target: r("run/lock"),
+        fstype: "tmpfs".into(),
+        flags: nosuid_nodev_noexec,
+        data: Some("mode=1777,size=5242880".into()),
+    });
+    let caps =
+        crate::caps::bounding_set(unprivileged, spec.seccomp, &spec.caps_add, &spec.caps_drop)?;
+    if caps & crate::caps::parse("SYS_ADMIN")? == 0 {
+        // Without CAP_SYS_ADMIN (privileged guests) no mount can succeed, so
+        // tell a systemd guest to skip its mount units (e.g. trixie's
+        // tmp.mount) instead of failing them: a top-level drop-in for every
+        // mount unit (systemd.unit(5), "mount.d/"), in the runtime's own
+        // /run. Filesystems already mounted by the runtime stay active.
+        steps.push(Step::WriteFile {
+            target: r("run/systemd/system/mount.d/50-vsctl-no-cap-sys-admin.conf"),
+            content: NO_MOUNT_DROPIN.into(),
         });
     }
+    // The host's os-release, so software in the guest can tell what it runs
+    // on (CONTAINER_INTERFACE: /run/host/os-release). Read now, in the
+    // parent, from the host's trusted tree; a host without one gets none.
+    if let Some(text) = host_os_release() {
+        steps.push(Step::WriteFile {
+            target: r("run/host/os-release"),
+            content: text,
+        });
+    }
+    steps.extend(cgroup_steps(
+        &crate::cgroup::host_hierarchies(),
+        spec.userns.is_some(),
+    ));
     for m in &spec.mounts {
         let target = guest_rel(&m.target)?;
         let meta = std::fs::metadata(&m.source).map_err(|e| RuntimeError::Io {
@@ -316,8 +328,6 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         steps.push(Step::ReadOnly { target: r(p) });
     }
     // sysrq-trigger is masked above; read-only on top costs nothing.
-    let caps =
-        crate::caps::bounding_set(unprivileged, spec.seccomp, &spec.caps_add, &spec.caps_drop)?;
     let argv = spec
         .init
         .iter()
@@ -357,6 +367,88 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         },
         layers_dir: spec.run_dir.join("layers"),
     })
+}
+
+/// Files of a cgroup a guest's systemd must write to manage its own
+/// subtree (the cgroup v2 delegation set, Documentation/admin-guide/cgroup-v2.rst
+/// "Delegation Containment"); everything else at the guest's cgroup root
+/// sets or reports its limits.
+pub const CGROUP_DELEGATED_FILES: &[&str] =
+    &["cgroup.procs", "cgroup.threads", "cgroup.subtree_control"];
+
+/// How the guest sees cgroups at /sys/fs/cgroup.
+///
+/// Whenever the host has a cgroup2 hierarchy (pure v2 at /sys/fs/cgroup, or
+/// hybrid with it at /sys/fs/cgroup/unified) the guest gets exactly that:
+/// cgroup2 mounted at its /sys/fs/cgroup, rooted at its own cgroup by its
+/// cgroup namespace, writable, so its systemd runs in unified mode and
+/// tracks its services in sub-cgroups (systemd 256+ supports nothing
+/// else; on a hybrid host the controllers stay on v1, where the runtime
+/// enforces the limits outside the guest's view). Unprivileged guests own
+/// their cgroup directory and its delegation files (chowned before boot);
+/// privileged guests are host root, so every other file at their cgroup
+/// root is bound read-only: they can build a subtree, never lift a limit.
+///
+/// Hosts without cgroup2 (pure v1): a tmpfs with every v1 hierarchy by
+/// name, read-only for privileged guests (systemd in the guest then runs in
+/// legacy mode only if it still supports it).
+pub fn cgroup_steps(hier: &[crate::cgroup::HostHierarchy], unprivileged: bool) -> Vec<Step> {
+    let r = PathBuf::from;
+    let nosuid_nodev_noexec = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    let mut steps = Vec::new();
+    if hier.iter().any(|h| h.fstype == "cgroup2") {
+        steps.push(Step::Mount {
+            source: "cgroup2".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "cgroup2".into(),
+            flags: nosuid_nodev_noexec,
+            data: None,
+        });
+        if !unprivileged {
+            steps.push(Step::ReadOnlyFiles {
+                target: r("sys/fs/cgroup"),
+                keep: CGROUP_DELEGATED_FILES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect(),
+            });
+        }
+    } else if !hier.is_empty() {
+        let ro = if unprivileged {
+            MsFlags::empty()
+        } else {
+            MsFlags::MS_RDONLY
+        };
+        steps.push(Step::Mount {
+            source: "cgroup".into(),
+            target: r("sys/fs/cgroup"),
+            fstype: "tmpfs".into(),
+            flags: nosuid_nodev_noexec,
+            data: Some("mode=755,size=64k".into()),
+        });
+        for h in hier.iter().filter(|h| !h.dir.is_empty()) {
+            steps.push(Step::Mount {
+                source: "cgroup".into(),
+                target: r("sys/fs/cgroup").join(&h.dir),
+                fstype: h.fstype.clone(),
+                flags: nosuid_nodev_noexec | ro,
+                data: (!h.options.is_empty()).then(|| h.options.clone()),
+            });
+        }
+        steps.push(Step::ReadOnly {
+            target: r("sys/fs/cgroup"),
+        });
+    }
+    steps
+}
+
+/// The host's os-release text (os-release(5): /etc/os-release, else
+/// /usr/lib/os-release), capped at 64 KiB.
+fn host_os_release() -> Option<String> {
+    ["/etc/os-release", "/usr/lib/os-release"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .filter(|t| !t.is_empty() && t.len() <= 64 << 10 && !t.contains('\0'))
 }
 
 fn idmap_sources(rootfs: &RootfsMount) -> Vec<PathBuf> {
@@ -439,6 +531,104 @@ mod tests {
             PathBuf::from("var/www")
         );
         assert!(guest_rel(std::path::Path::new("/")).is_err());
+    }
+
+    fn hier(dir: &str, fstype: &str, options: &str) -> crate::cgroup::HostHierarchy {
+        crate::cgroup::HostHierarchy {
+            dir: dir.into(),
+            fstype: fstype.into(),
+            options: options.into(),
+        }
+    }
+
+    #[test]
+    fn guests_get_cgroup2_whenever_the_host_has_it() {
+        let hybrid = [
+            hier("memory", "cgroup", "memory"),
+            hier("systemd", "cgroup", "name=systemd"),
+            hier("unified", "cgroup2", ""),
+        ];
+        let pure = [hier("", "cgroup2", "")];
+        for h in [&hybrid[..], &pure[..]] {
+            // Unprivileged: one writable cgroup2 mount (delegated cgroup).
+            let s = cgroup_steps(h, true);
+            assert_eq!(s.len(), 1);
+            assert!(matches!(&s[0], Step::Mount { fstype, target, flags, .. }
+                if fstype == "cgroup2" && target == &PathBuf::from("sys/fs/cgroup")
+                    && !flags.contains(MsFlags::MS_RDONLY)));
+            // Privileged: the same, then every file but the delegation set
+            // of its cgroup root read-only.
+            let s = cgroup_steps(h, false);
+            assert_eq!(s.len(), 2);
+            match &s[1] {
+                Step::ReadOnlyFiles { target, keep } => {
+                    assert_eq!(target, &PathBuf::from("sys/fs/cgroup"));
+                    assert_eq!(keep, &CGROUP_DELEGATED_FILES.to_vec());
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Pure v1: the old tmpfs of named hierarchies, read-only when privileged.
+        let v1 = [
+            hier("memory", "cgroup", "memory"),
+            hier("pids", "cgroup", "pids"),
+        ];
+        let s = cgroup_steps(&v1, false);
+        assert!(matches!(&s[0], Step::Mount { fstype, .. } if fstype == "tmpfs"));
+        assert!(
+            s[1..3]
+                .iter()
+                .all(|st| matches!(st, Step::Mount { flags, .. }
+            if flags.contains(MsFlags::MS_RDONLY)))
+        );
+        assert!(matches!(s.last(), Some(Step::ReadOnly { .. })));
+        assert!(cgroup_steps(&[], true).is_empty());
+    }
+
+    #[test]
+    fn container_interface_files_and_run_lock() {
+        let mut s = spec();
+        let has = |p: &ChildPlan, path: &str| {
+            p.steps.iter().any(|st| match st {
+                Step::WriteFile { target, .. } | Step::Mount { target, .. } => {
+                    target == &PathBuf::from(path)
+                }
+                _ => false,
+            })
+        };
+        let dropin = "run/systemd/system/mount.d/50-vsctl-no-cap-sys-admin.conf";
+        // Privileged (no CAP_SYS_ADMIN): mount units are skipped.
+        let p = build(&s, "u").unwrap();
+        for f in [
+            "run/host/container-manager",
+            "run/systemd/container",
+            "run/lock",
+            dropin,
+        ] {
+            assert!(has(&p, f), "{f}");
+        }
+        if std::path::Path::new("/etc/os-release").exists() {
+            assert!(has(&p, "run/host/os-release"));
+        }
+        // /run/lock is mounted after /run, on the tmpfs the runtime made.
+        let pos = |path: &str| {
+            p.steps
+                .iter()
+                .position(
+                    |st| matches!(st, Step::Mount { target, .. } if target == &PathBuf::from(path)),
+                )
+                .unwrap()
+        };
+        assert!(pos("run") < pos("run/lock"));
+        // With CAP_SYS_ADMIN (unprivileged, or added back) systemd mounts itself.
+        s.caps_add = vec!["SYS_ADMIN".into()];
+        assert!(!has(&build(&s, "u").unwrap(), dropin));
+        s.caps_add.clear();
+        s.userns = Some(IdRange {
+            host_base: 100_000,
+            count: 65_536,
+        });
+        assert!(!has(&build(&s, "u").unwrap(), dropin));
     }
 
     #[test]
