@@ -533,3 +533,116 @@ fn ansible_connection_plugin_runs_inside_a_guest() {
     );
     assert_eq!(recap(&stdout(&out), "conn1")["failed"], 0);
 }
+
+/// Ansible's own modules (command, copy, file) inside a running Debian guest
+/// with python3, through the connection plugin: the files land in the guest,
+/// nothing on the host changes. Builds debian-bookworm-python from Debian's
+/// archive (skipped with VSCTL_SKIP_NETWORK_TESTS=1 outside CI).
+#[test]
+fn ansible_modules_run_inside_a_debian_guest() {
+    let Some(bin) = venv_bin("ansible-playbook") else {
+        return;
+    };
+    if std::env::var("VSCTL_SKIP_NETWORK_TESTS").is_ok_and(|v| v == "1")
+        && std::env::var("CI").as_deref() != Ok("true")
+    {
+        eprintln!("skipping: VSCTL_SKIP_NETWORK_TESTS=1");
+        return;
+    }
+    let world = World::new(bin);
+    let root = world.root();
+    // The template build downloads packages: host network, not the sandbox.
+    run(
+        command(vsctl_bin()).arg("--root").arg(&root).args([
+            "template",
+            "build",
+            "debian-bookworm-python",
+        ]),
+        &[0],
+    );
+    let guests_dir = root.join("etc/vsctl/guests.d");
+    std::fs::create_dir_all(&guests_dir).unwrap();
+    std::fs::write(
+        guests_dir.join("py1.toml"),
+        "template = \"debian-bookworm-python\"\n[network]\nmode = \"none\"\n",
+    )
+    .unwrap();
+    run(
+        world
+            .sandbox
+            .command(vsctl_bin())
+            .arg("--root")
+            .arg(&root)
+            .arg("apply"),
+        &[0],
+    );
+    let host_before = snapshot(Path::new("/srv"));
+
+    let inventory = world.write(
+        "guests.vsctl.yml",
+        &format!(
+            "plugin: vsctl.vsctl.vsctl\nbinary: {}\nroot: {}\n",
+            vsctl_bin().display(),
+            root.display()
+        ),
+    );
+    let playbook = world.write(
+        "inside.yml",
+        "- hosts: py1\n  gather_facts: false\n  vars:\n    ansible_python_interpreter: /usr/bin/python3\n  tasks:\n\
+         \x20   - ansible.builtin.command: cat /etc/debian_version\n      register: version\n\
+         \x20   - ansible.builtin.file:\n        path: /srv/vsctl-ansible\n        state: directory\n        mode: \"0750\"\n\
+         \x20   - ansible.builtin.copy:\n        dest: /srv/vsctl-ansible/motd\n        content: \"hello from ansible\\n\"\n        mode: \"0640\"\n\
+         \x20   - ansible.builtin.assert:\n        that: [\"version.stdout is match('12')\"]\n",
+    );
+    let out = run(
+        world
+            .ansible("ansible-playbook")
+            .arg("-i")
+            .arg(&inventory)
+            .arg(&playbook),
+        &[0],
+    );
+    let recap_py1 = recap(&stdout(&out), "py1");
+    assert_eq!(recap_py1["failed"], 0, "{}", stdout(&out));
+    assert!(
+        recap_py1["changed"] >= 2,
+        "{}",
+        stdout(&out)
+    );
+
+    // Inside the guest: the directory and file, with their modes.
+    let inside = run(
+        command(vsctl_bin()).arg("--root").arg(&root).args([
+            "exec",
+            "py1",
+            "--",
+            "/bin/sh",
+            "-c",
+            "stat -c '%a %n' /srv/vsctl-ansible /srv/vsctl-ansible/motd; cat /srv/vsctl-ansible/motd",
+        ]),
+        &[0],
+    );
+    assert_eq!(
+        stdout(&inside),
+        "750 /srv/vsctl-ansible\n640 /srv/vsctl-ansible/motd\nhello from ansible\n"
+    );
+    // And nothing on the host.
+    assert!(!Path::new("/srv/vsctl-ansible").exists());
+    assert_eq!(snapshot(Path::new("/srv")), host_before);
+
+    // A second run changes nothing.
+    let again = run(
+        world
+            .ansible("ansible-playbook")
+            .arg("-i")
+            .arg(&inventory)
+            .arg(&playbook),
+        &[0],
+    );
+    assert_eq!(
+        recap(&stdout(&again), "py1")["changed"],
+        1,
+        "only the command task reports a change: {}",
+        stdout(&again)
+    );
+}

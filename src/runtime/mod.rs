@@ -417,9 +417,13 @@ pub fn status(run_dir: &Path) -> Result<GuestRuntimeState, RuntimeError> {
 /// with a bare EACCES from inside the child.
 fn reachable_by_guest(run_dir: &Path) -> Result<(), RuntimeError> {
     use std::os::unix::fs::PermissionsExt;
-    let absolute = fs::canonicalize(run_dir).map_err(io_ctx(format!("resolve {}", run_dir.display())))?;
+    let absolute =
+        fs::canonicalize(run_dir).map_err(io_ctx(format!("resolve {}", run_dir.display())))?;
     for dir in absolute.ancestors() {
-        let mode = fs::metadata(dir).map_err(io_ctx(format!("stat {}", dir.display())))?.permissions().mode();
+        let mode = fs::metadata(dir)
+            .map_err(io_ctx(format!("stat {}", dir.display())))?
+            .permissions()
+            .mode();
         if mode & 0o001 == 0 {
             return Err(RuntimeError::Invalid(format!(
                 "an unprivileged guest cannot reach its run directory {}: {} has mode {:o}, which others may not search; \
