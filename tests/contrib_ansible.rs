@@ -604,11 +604,7 @@ fn ansible_modules_run_inside_a_debian_guest() {
     );
     let recap_py1 = recap(&stdout(&out), "py1");
     assert_eq!(recap_py1["failed"], 0, "{}", stdout(&out));
-    assert!(
-        recap_py1["changed"] >= 2,
-        "{}",
-        stdout(&out)
-    );
+    assert!(recap_py1["changed"] >= 2, "{}", stdout(&out));
 
     // Inside the guest: the directory and file, with their modes.
     let inside = run(

@@ -47,66 +47,30 @@ fn skip() -> bool {
     false
 }
 
-/// One test's world: temp root, network namespace, cgroup base, guests.
-/// Dropping it stops the guests, removes their cgroups and the namespace.
+/// One test's world: temp root, network namespace, cgroup base, guests
+/// (all from [`World::in_netns`], whose drop stops the guests and removes
+/// their cgroups and the namespace).
 struct Lab {
     world: World,
     netns: String,
-    cgroup_base: String,
     guests: Vec<String>,
 }
 
 impl Lab {
-    fn new(tag: &str, first_id: u32) -> Lab {
-        let world = World::new();
-        let netns = format!("vsd{}-{tag}", std::process::id());
-        let _ = Command::new("ip").args(["netns", "del", &netns]).output();
-        let out = Command::new("ip")
-            .args(["netns", "add", &netns])
-            .output()
-            .expect("run ip netns add");
-        assert!(out.status.success(), "ip netns add {netns}: {out:?}");
-        let cgroup_base = format!("vsctl-test-sd-{}-{tag}", std::process::id());
-        let lab = Lab {
+    fn new(_tag: &str, first_id: u32) -> Lab {
+        let world = World::in_netns();
+        world.write_settings(&format!("[userns]\nfirst_id = {first_id}\nranges = 16\n"));
+        let netns = world.netns.clone().expect("in a network namespace");
+        Lab {
             world,
             netns,
-            cgroup_base,
             guests: Vec::new(),
-        };
-        let cfg = lab.world.root().join("etc/vsctl");
-        std::fs::create_dir_all(&cfg).unwrap();
-        std::fs::write(
-            cfg.join("vsctl.toml"),
-            format!(
-                "[runtime]\ncgroup_base = \"{}\"\n[userns]\nfirst_id = {first_id}\nranges = 16\n",
-                lab.cgroup_base
-            ),
-        )
-        .unwrap();
-        lab
+        }
     }
 
     /// `nsenter --net=NS vsctl --root ROOT ARGS...`
     fn vsctl(&self, args: &[&str]) -> Output {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net=/run/netns/{}", self.netns))
-            .arg(env!("CARGO_BIN_EXE_vsctl"))
-            .arg("--root")
-            .arg(self.world.root())
-            .args(args)
-            .env("NO_COLOR", "1");
-        for var in [
-            "VSCTL_ROOT",
-            "VSCTL_CONFIG",
-            "VSCTL_GUESTS_DIR",
-            "VSCTL_STATE_DIR",
-            "VSCTL_RUN_DIR",
-            "VSCTL_LOG_DIR",
-            "VSCTL_TEMPLATES_DIR",
-        ] {
-            c.env_remove(var);
-        }
-        c.output().expect("run nsenter vsctl")
+        self.world.vsctl(args)
     }
 
     fn vsctl_ok(&self, args: &[&str]) -> String {
@@ -233,7 +197,7 @@ impl Lab {
         std::fs::read_dir("/sys/fs/cgroup")
             .unwrap()
             .flatten()
-            .map(|e| e.path().join(&self.cgroup_base).join(guest))
+            .map(|e| e.path().join(&self.world.cgroup_base).join(guest))
             .filter(|p| p.exists())
             .collect()
     }
@@ -288,23 +252,6 @@ impl Lab {
             "{guest}: no exit recorded:\n{log}"
         );
         took
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        for g in &self.guests {
-            let _ = self.vsctl(&["stop", g, "--timeout", "20"]);
-        }
-        if let Ok(mgr) = vsctl::cgroup::detect(&self.cgroup_base) {
-            for g in &self.guests {
-                let _ = mgr.destroy(g, Duration::from_secs(10));
-            }
-            vsctl::cgroup::remove_base(mgr.as_ref());
-        }
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.netns])
-            .output();
     }
 }
 
