@@ -88,7 +88,7 @@ impl Lab {
     /// from the Debian archive named by the host's apt sources.
     fn build_template(&self, name: &str) {
         let t = Instant::now();
-        let out = self.world.vsctl(&["template", "build", name]);
+        let out = self.world.vsctl_host_network(&["template", "build", name]);
         assert!(
             out.status.success(),
             "template build {name}: {}{}",

@@ -113,7 +113,17 @@ impl World {
 
     /// `vsctl --root ROOT ARGS...`
     pub fn vsctl(&self, args: &[&str]) -> Output {
-        let mut command = self.command(env!("CARGO_BIN_EXE_vsctl"));
+        self.run_vsctl(self.command(env!("CARGO_BIN_EXE_vsctl")), args)
+    }
+
+    /// `vsctl --root ROOT ARGS...` in the host's network namespace even for
+    /// a world that has its own: for template builds, which download from
+    /// the package archive.
+    pub fn vsctl_host_network(&self, args: &[&str]) -> Output {
+        self.run_vsctl(Command::new(env!("CARGO_BIN_EXE_vsctl")), args)
+    }
+
+    fn run_vsctl(&self, mut command: Command, args: &[&str]) -> Output {
         command
             .arg("--root")
             .arg(self.root())
