@@ -49,7 +49,11 @@ fn main() {
         let guests = dir.path().join("etc/vsctl/guests.d");
         std::fs::create_dir_all(&guests).unwrap();
         // Room for 5,000 unprivileged guests' uid ranges (the default is 4,096).
-        std::fs::write(dir.path().join("etc/vsctl/vsctl.toml"), "[userns]\nranges = 8192\n").unwrap();
+        std::fs::write(
+            dir.path().join("etc/vsctl/vsctl.toml"),
+            "[userns]\nranges = 8192\n",
+        )
+        .unwrap();
         for i in 0..count {
             std::fs::write(guests.join(format!("g{i}.toml")), guest(i)).unwrap();
         }
