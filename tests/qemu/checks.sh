@@ -261,6 +261,63 @@ else
     fi
 fi
 
+# --- network: a veth guest on the host bridge ------------------------------
+cat > "$G/net.toml" <<'TOML'
+template = "busybox"
+state = "running"
+[network]
+mode = "veth"
+addresses = ["10.77.0.2/24"]
+gateway = "10.77.0.1"
+[security]
+userns = false
+TOML
+check net-apply apply
+check net-host-to-guest ping -c 1 -W 5 10.77.0.2
+check net-guest-to-gateway $V exec net -- ping -c 1 -W 5 10.77.0.1
+eq net-guest-default-route 10.77.0.1 $V exec net -- sh -c "ip route | awk '/^default/ {print \$3}'"
+check net-stop $V stop net
+check net-veth-gone sh -c "! ls /sys/class/net | grep -v -e '^lo$' -e '^vsbr0$' | grep -q ."
+sed -i 's/^state = "running"$/state = "stopped"/' "$G/net.toml"
+
+# --- reflink clones on XFS (second virtio disk) ------------------------------
+# Same binary, a second --root on /dev/vdb (XFS with reflink): guests get
+# full reflinked trees instead of overlays; the unprivileged one's tree is
+# owned by its shifted id range, and io.max lands on vdb.
+if grep -q ' /mnt/xfs xfs ' /proc/mounts; then
+    G1=$G V1=$V
+    G=/mnt/xfs/root/etc/vsctl/guests.d V="vsctl --root /mnt/xfs/root"
+    mkdir -p "$G"
+    check xfs-template-build $V template build busybox
+    guest rl true 'memory = "64MiB"' 'io = { write_bps = "4MB" }'
+    guest rlp false 'pids = 32'
+    check xfs-apply apply
+    rec=/mnt/xfs/root/var/lib/vsctl/guests/rl/record.json
+    check xfs-rootfs-is-tree grep -q '"kind": "tree"' $rec
+    tree=$(awk '/"kind": "tree"/ {t = 1} t && /"path":/ {gsub(/[",]/, ""); print $2; exit}' $rec)
+    base=$($V exec rl -- cat /proc/self/uid_map | awk '{print $2}')
+    echo "    rl: tree $tree, uid base $base"
+    check xfs-unpriv-userns sh -c "[ ${base:-0} -ge 65536 ]"
+    eq xfs-unpriv-tree-shifted "$base" stat -c %u "$tree/etc/passwd"
+    check xfs-unpriv-writes $V exec rl -- sh -c 'echo hi > /root/x && rm -rf /etc/init.d && mkdir /etc/init.d'
+    eq xfs-unpriv-new-file-shifted "$base" stat -c %u "$tree/root/x"
+    vdb=$(cat /sys/block/vdb/dev)
+    check xfs-io-max-on-vdb grep -q "^$vdb .*wbps=4000000" $CG/rl/io.max
+    t0=$(now_ms)
+    $V exec rl -- dd if=/dev/zero of=/io.test bs=256k count=32 oflag=direct > /tmp/dd.out 2>&1
+    t=$((($(now_ms) - t0) / 100))
+    echo "    8 MiB O_DIRECT on XFS at write_bps = 4MB took $t/10 s"
+    check xfs-io-throttled sh -c "[ $t -ge 15 ] && [ $t -le 50 ]"
+    eq xfs-priv-cgroupns 0::/ $V exec rlp -- cat /proc/self/cgroup
+    check xfs-priv-pids-max sh -c "[ \$(cat $CG/rlp/pids.max) = 32 ]"
+    sed -i 's/^state = "running"$/state = "stopped"/' "$G"/*.toml
+    check xfs-all-stopped apply
+    check xfs-cgroups-gone sh -c "[ ! -e $CG/rl ] && [ ! -e $CG/rlp ]"
+    G=$G1 V=$V1
+else
+    fail xfs-disk "no XFS disk mounted at /mnt/xfs"
+fi
+
 # --- nothing left behind -----------------------------------------------------
 sed -i 's/^state = "running"$/state = "stopped"/' "$G"/*.toml
 check all-stopped apply

@@ -56,6 +56,8 @@ i=0
 while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 mkdir -p /mnt/disk
 mount -t ext4 /dev/vda /mnt/disk || fail_boot "mount /dev/vda"
+mkdir -p /mnt/xfs
+[ -b /dev/vdb ] && { mount -t xfs /dev/vdb /mnt/xfs || echo "lane: cannot mount /dev/vdb (XFS)"; }
 
 echo "LANE-BOOTED: $(uname -r), $(nproc) cpus, cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 # stdin from /dev/null: the console is a terminal, and `vsctl exec` would

@@ -45,6 +45,7 @@ mkdir -p "$CACHE"
 need_pkgs=()
 command -v qemu-system-x86_64 >/dev/null || need_pkgs+=(qemu-system-x86)
 command -v mkfs.ext4 >/dev/null || need_pkgs+=(e2fsprogs)
+command -v mkfs.xfs >/dev/null || need_pkgs+=(xfsprogs)
 # The initramfs needs a static busybox (ldd fails on static binaries).
 bb=$(command -v busybox || true)
 { [ -n "$bb" ] && ! ldd "$bb" >/dev/null 2>&1; } || need_pkgs+=(busybox-static)
@@ -96,9 +97,10 @@ VSCTL=$REPO/target/$PROFILE/vsctl
 
 # --- modules ---------------------------------------------------------------
 # What the checks need and the kernel builds as modules: the virtio disk and
-# its filesystem, overlayfs (guest roots), loop/xfs (kept for future checks),
-# veth/bridge (guest networking). crc32c_generic is ext4's soft dependency.
-WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge)
+# its filesystem, overlayfs (guest roots), xfs (reflink clones), loop,
+# veth/bridge/sch_ingress (clsact)/cls_bpf (guest networking and its
+# anti-spoofing filters). crc32c_generic is ext4's soft dependency.
+WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge sch_ingress cls_bpf)
 declare -A MODFILE=() SEEN=()
 MODORDER=()
 while IFS= read -r f; do
@@ -155,6 +157,14 @@ DISK=$RUN/disk.img
 rm -f "$DISK"
 truncate -s 1G "$DISK"
 mkfs.ext4 -q -F -L vslane "$DISK"
+# A second disk with XFS (reflink) for the reflink-clone checks. A newer
+# mkfs.xfs may default to features 6.1 cannot mount: use its 6.1 LTS
+# profile (bookworm's own mkfs.xfs 6.1 rejects that file: plain defaults).
+XDISK=$RUN/xfs.img
+rm -f "$XDISK"
+truncate -s 512M "$XDISK"
+mkfs.xfs -q -f -c options=/usr/share/xfsprogs/mkfs/lts_6.1.conf -L vsxfs "$XDISK" 2>/dev/null ||
+    mkfs.xfs -q -f -m reflink=1 -L vsxfs "$XDISK"
 SERIAL=$RUN/serial.log
 : > "$SERIAL"
 
@@ -166,11 +176,12 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
     -kernel "$VMLINUZ" -initrd "$IMG" \
     -append "console=ttyS0 panic=-1 loglevel=4 cgroup_no_v1=all lane.smp=$SMP" \
     -drive "file=$DISK,format=raw,if=virtio,cache=unsafe" \
+    -drive "file=$XDISK,format=raw,if=virtio,cache=unsafe" \
     -nic none -display none -monitor none -serial stdio -no-reboot \
     < /dev/null 2>&1 | tee "$SERIAL" | sed -u 's/^/vm| /'
 qrc=${PIPESTATUS[0]}
 set -e
-[ "${LANE_KEEP:-0}" = 1 ] || rm -f "$DISK"
+[ "${LANE_KEEP:-0}" = 1 ] || rm -f "$DISK" "$XDISK"
 log "qemu exited with $qrc after $(($(date +%s) - START))s; serial log: $SERIAL"
 
 # --- verdict ---------------------------------------------------------------
