@@ -323,6 +323,36 @@ pub fn detect(base: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
     Err(CgroupError::NoHierarchy(root.to_path_buf()))
 }
 
+/// Where a process joining a running guest (`vsctl exec`) must go, when that
+/// is not the guest's own cgroup: on v2, a guest running systemd enables
+/// controllers in its cgroup's `cgroup.subtree_control`, and from then on the
+/// kernel refuses new members there (no internal processes: EBUSY). The
+/// cgroup the guest's init lives in is a leaf by construction (init is in
+/// it), so the process joins that one, like LXC's attach. Returns None on v1,
+/// when init sits in the guest's cgroup itself, or when init's cgroup is not
+/// inside the guest's tree (never follow a path out of it).
+pub fn exec_leaf(mgr: &dyn CgroupManager, name: &str, init_pid: i32) -> Option<PathBuf> {
+    if mgr.version() != Version::V2 || check_name(name).is_err() {
+        return None;
+    }
+    let guest = mgr.dirs(name).into_iter().next()?;
+    let text = fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let rel = Path::new(rel.trim()).strip_prefix("/").ok()?;
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    // The mount root is the guest dir minus base and name.
+    let root = guest
+        .ancestors()
+        .nth(1 + Path::new(mgr.base()).components().count())?;
+    let leaf = root.join(rel);
+    (leaf != guest && leaf.starts_with(&guest)).then_some(leaf)
+}
+
 /// The manager the runtime records in a guest's run dir, to find the same
 /// cgroup again from `stop`, `exec` and `update_limits`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

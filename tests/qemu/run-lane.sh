@@ -10,6 +10,7 @@
 # Usage: tests/qemu/run-lane.sh [--no-install] [--debug]
 #   --no-install  fail instead of installing missing packages with apt-get
 #   --debug       use target/debug/vsctl (cargo build) instead of a release build
+#   --no-systemd  skip the systemd guest (its template needs a Debian mirror)
 # Environment: LANE_TIMEOUT (seconds, default 840), LANE_SMP (default 2),
 #   LANE_MEM (MiB, default 1536), LANE_KEEP=1 keeps the scratch disk image.
 #
@@ -26,10 +27,12 @@ SMP=${LANE_SMP:-2}
 MEM=${LANE_MEM:-1536}
 INSTALL=1
 PROFILE=release
+SYSTEMD=1
 for a in "$@"; do
     case $a in
         --no-install) INSTALL=0 ;;
         --debug) PROFILE=debug ;;
+        --no-systemd) SYSTEMD=0 ;;
         *) echo "run-lane: unknown argument $a" >&2; exit 2 ;;
     esac
 done
@@ -147,6 +150,34 @@ else
     log "initramfs $key cached"
 fi
 
+# --- systemd template ------------------------------------------------------
+# A Debian bookworm template with systemd, built here (the VM has no
+# network) with the same vsctl into its own --root and copied onto the
+# scratch disk, where `vsctl apply` in the VM finds it already built. The
+# mirror is pinned in both host settings files so the definitions hash alike.
+SDROOT=$CACHE/systemd-root
+if [ $SYSTEMD = 1 ]; then
+    # `|| true`: head closing the pipe early makes grep fail under pipefail.
+    mirror=$( (grep -rhoE 'https?://[^ ]+/debian/?( |$)' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null || true) | head -1 | tr -d ' ')
+    mirror=${mirror:-http://deb.debian.org/debian}
+    sdkey=$( { echo "$mirror"; cat "$LANE_DIR/debian-bookworm-systemd.toml" "$REPO/templates/debian-bookworm.toml";
+        cat "$REPO"/src/template/*.rs "$REPO"/src/store/*.rs; } | sha256sum | cut -c1-16)
+    if [ ! -f "$SDROOT/.done-$sdkey" ]; then
+        log "building the debian-bookworm-systemd template ($mirror)"
+        command -v mmdebstrap >/dev/null || {
+            [ $INSTALL = 1 ] || die "mmdebstrap missing (run without --no-install, or --no-systemd)"
+            apt-get install -y -qq --no-install-recommends mmdebstrap debian-archive-keyring >/dev/null; }
+        rm -rf "$SDROOT"
+        mkdir -p "$SDROOT/etc/vsctl/templates"
+        printf '[templates]\nmirror = "%s"\n' "$mirror" > "$SDROOT/etc/vsctl/vsctl.toml"
+        cp "$LANE_DIR/debian-bookworm-systemd.toml" "$SDROOT/etc/vsctl/templates/"
+        "$VSCTL" --root "$SDROOT" template build debian-bookworm-systemd > "$CACHE/systemd-build.log" 2>&1 || {
+            tail -20 "$CACHE/systemd-build.log" >&2
+            die "building the systemd template failed (use --no-systemd offline)"; }
+        touch "$SDROOT/.done-$sdkey"
+    fi
+fi
+
 # --- scratch disk ----------------------------------------------------------
 # The guests' state lives on a real (virtio) block device so that overlayfs
 # has a filesystem with xattrs, idmapped mounts work (ext4 supports them;
@@ -156,7 +187,17 @@ mkdir -p "$RUN"
 DISK=$RUN/disk.img
 rm -f "$DISK"
 truncate -s 1G "$DISK"
-mkfs.ext4 -q -F -L vslane "$DISK"
+# The disk's /root is the VM's `vsctl --root`: seeded with the systemd
+# template's state (hard links kept: the store is hardlink-unified).
+seed=$RUN/seed
+rm -rf "$seed" && mkdir -p "$seed"
+if [ $SYSTEMD = 1 ]; then
+    mkdir -p "$seed/root/var/lib"
+    cp -a "$SDROOT/etc" "$seed/root/"
+    cp -al "$SDROOT/var/lib/vsctl" "$seed/root/var/lib/"
+fi
+mkfs.ext4 -q -F -L vslane -d "$seed" "$DISK"
+rm -rf "$seed"
 # A second disk with XFS (reflink) for the reflink-clone checks. A newer
 # mkfs.xfs may default to features 6.1 cannot mount: use its 6.1 LTS
 # profile (bookworm's own mkfs.xfs 6.1 rejects that file: plain defaults).
