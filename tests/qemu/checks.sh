@@ -336,11 +336,12 @@ stop_timeout = "30s"
 TOML
     t0=$(now_ms)
     check sd-apply apply
-    # Until systemd has its private socket, systemctl cannot connect: retry.
+    # Until systemd has made /run/systemd/system and its private socket,
+    # systemctl says "offline" or cannot connect: retry.
     i=0
-    while [ $i -lt 150 ]; do
-        st=$(timeout 150 $V exec sd -- systemctl is-system-running --wait 2>&1)
-        case $st in *"Failed to connect"* | "") sleep 1; i=$((i + 1)) ;; *) break ;; esac
+    while [ $i -lt 120 ]; do
+        st=$(timeout 120 $V exec sd -- systemctl is-system-running --wait 2>&1)
+        case $st in *"Failed to connect"* | offline | "") sleep 1; i=$((i + 1)) ;; *) break ;; esac
     done
     echo "    systemd: '$st' after $(($(now_ms) - t0)) ms"
     if [ "$st" = running ]; then pass sd-system-running
@@ -364,11 +365,11 @@ TOML
     # enabled controllers are still present.
     $V exec sd -- systemctl reboot > /dev/null 2>&1
     i=0 st=""
-    while [ $i -lt 150 ]; do
+    while [ $i -lt 90 ]; do
         sleep 1; i=$((i + 1))
         grep -q '"restarts": 1' $R/run/vsctl/sd/state.json 2>/dev/null || continue
-        st=$(timeout 150 $V exec sd -- systemctl is-system-running --wait 2>&1)
-        case $st in *"Failed to connect"* | *"not running"* | "") ;; *) break ;; esac
+        st=$(timeout 90 $V exec sd -- systemctl is-system-running --wait 2>&1)
+        case $st in *"Failed to connect"* | *"not running"* | offline | "") ;; *) break ;; esac
     done
     echo "    after reboot: '$st' ($i s)"
     check sd-reboot sh -c "grep -q '\"restarts\": 1' $R/run/vsctl/sd/state.json && [ '$st' = running -o '$st' = degraded ]"
