@@ -4,8 +4,10 @@
 # Boots Debian stable's kernel (6.1 LTS) under QEMU (TCG: no KVM needed) with
 # a pure cgroup v2 hierarchy (`cgroup_no_v1=all`, cgroup2 mounted by our own
 # init), runs tests/qemu/checks.sh inside the VM against the release `vsctl`
-# binary, and asserts on the serial console: the VM must print exactly one
-# `N passed, M failed` line with M = 0 before the timeout.
+# binary (busybox guests on ext4/overlay and XFS/reflink, a veth guest, and a
+# Debian bookworm guest booting systemd), and asserts on the serial console:
+# the VM must print exactly one `N passed, M failed` line with M = 0 before
+# the timeout. See docs/qemu-lane.md.
 #
 # Usage: tests/qemu/run-lane.sh [--no-install] [--debug]
 #   --no-install  fail instead of installing missing packages with apt-get
