@@ -14,7 +14,8 @@
 #   --debug       use target/debug/vsctl (cargo build) instead of a release build
 #   --no-systemd  skip the systemd guest (its template needs a Debian mirror)
 # Environment: LANE_TIMEOUT (seconds, default 840), LANE_SMP (default 2),
-#   LANE_MEM (MiB, default 1536), LANE_KEEP=1 keeps the scratch disk image.
+#   LANE_MEM (MiB, default 1536), LANE_KEEP=1 keeps the scratch disk images,
+#   LANE_ACCEL (default tcg,thread=multi; `kvm` where /dev/kvm works).
 #
 # Everything it makes lives under target/qemu-cache: the kernel package
 # (per version), the initramfs (keyed by a hash of every input: vsctl,
@@ -212,10 +213,10 @@ SERIAL=$RUN/serial.log
 : > "$SERIAL"
 
 # --- boot ------------------------------------------------------------------
-log "booting $KREL ($SMP vCPUs, ${MEM}M, TCG), timeout ${TIMEOUT}s"
+log "booting $KREL ($SMP vCPUs, ${MEM}M, ${LANE_ACCEL:-tcg}), timeout ${TIMEOUT}s"
 set +e
 timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
-    -accel tcg,thread=multi -cpu max -smp "$SMP" -m "$MEM" \
+    -accel "${LANE_ACCEL:-tcg,thread=multi}" -cpu max -smp "$SMP" -m "$MEM" \
     -kernel "$VMLINUZ" -initrd "$IMG" \
     -append "console=ttyS0 panic=-1 loglevel=4 cgroup_no_v1=all lane.smp=$SMP" \
     -drive "file=$DISK,format=raw,if=virtio,cache=unsafe" \
