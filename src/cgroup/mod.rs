@@ -323,6 +323,71 @@ pub fn detect(base: &str) -> Result<Box<dyn CgroupManager>, CgroupError> {
     Err(CgroupError::NoHierarchy(root.to_path_buf()))
 }
 
+/// Where a process joining a running guest (`vsctl exec`) must go, when that
+/// is not the guest's own cgroup: on v2, a guest running systemd enables
+/// controllers in its cgroup's `cgroup.subtree_control`, and from then on the
+/// kernel refuses new members there (no internal processes: EBUSY). The
+/// cgroup the guest's init lives in is a leaf by construction (init is in
+/// it), so the process joins that one, like LXC's attach. Returns None on v1,
+/// when init sits in the guest's cgroup itself, or when init's cgroup is not
+/// inside the guest's tree (never follow a path out of it).
+pub fn exec_leaf(mgr: &dyn CgroupManager, name: &str, init_pid: i32) -> Option<PathBuf> {
+    if mgr.version() != Version::V2 || check_name(name).is_err() {
+        return None;
+    }
+    let guest = mgr.dirs(name).into_iter().next()?;
+    let text = fs::read_to_string(format!("/proc/{init_pid}/cgroup")).ok()?;
+    let rel = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let rel = Path::new(rel.trim()).strip_prefix("/").ok()?;
+    if !rel
+        .components()
+        .all(|c| matches!(c, std::path::Component::Normal(_)))
+    {
+        return None;
+    }
+    // The mount root is the guest dir minus base and name.
+    let root = guest
+        .ancestors()
+        .nth(1 + Path::new(mgr.base()).components().count())?;
+    let leaf = root.join(rel);
+    (leaf != guest && leaf.starts_with(&guest)).then_some(leaf)
+}
+
+/// Make an emptied guest cgroup take a new init again (reboot). On v2 the
+/// guest's previous init (systemd) left sub-cgroups and controllers enabled
+/// in the guest cgroup's `cgroup.subtree_control`; while those are set the
+/// kernel refuses the new init as a member (EBUSY), so the reboot would fail.
+/// Removes the (empty) sub-cgroups, deepest first, then disables what the
+/// guest enabled; the new init enables them again itself. v1: nothing to do.
+/// Call only after [`CgroupManager::kill_all`] emptied the tree.
+pub fn reset_for_reboot(mgr: &dyn CgroupManager, name: &str) -> Result<(), CgroupError> {
+    check_name(name)?;
+    if mgr.version() != Version::V2 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for dir in mgr.dirs(name) {
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                // file_type() does not follow symlinks: never leaves the tree.
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    rmdir_tree(&e.path(), deadline)?;
+                }
+            }
+        }
+        let sc = dir.join("cgroup.subtree_control");
+        let enabled = fs::read_to_string(&sc).unwrap_or_default();
+        let off: Vec<String> = enabled
+            .split_whitespace()
+            .map(|c| format!("-{c}"))
+            .collect();
+        if !off.is_empty() {
+            write_file(&sc, &off.join(" "))?;
+        }
+    }
+    Ok(())
+}
+
 /// The manager the runtime records in a guest's run dir, to find the same
 /// cgroup again from `stop`, `exec` and `update_limits`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -886,6 +951,24 @@ mod tests {
         .unwrap();
         let m = V2::new(t.path(), "vsctl-test").unwrap();
         (t, m)
+    }
+
+    #[test]
+    fn v2_reset_for_reboot_removes_subcgroups_and_controllers() {
+        let (t, m) = v2_tmp();
+        m.create("g").unwrap();
+        let g = t.path().join("vsctl-test/g");
+        fs::create_dir_all(g.join("system.slice/a.service")).unwrap();
+        fs::create_dir_all(g.join("init.scope")).unwrap();
+        fs::write(g.join("cgroup.subtree_control"), "cpu memory pids\n").unwrap();
+        reset_for_reboot(&m, "g").unwrap();
+        assert!(g.is_dir());
+        assert!(!g.join("system.slice").exists() && !g.join("init.scope").exists());
+        // A plain file records the last write: every enabled one switched off.
+        assert_eq!(
+            fs::read_to_string(g.join("cgroup.subtree_control")).unwrap(),
+            "-cpu -memory -pids"
+        );
     }
 
     #[test]

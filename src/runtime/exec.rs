@@ -120,6 +120,11 @@ pub fn exec(run_dir: &Path, argv: &[String], tty: bool) -> Result<i32, RuntimeEr
         None
     };
 
+    // On v2 a systemd guest's own cgroup takes no new members once systemd
+    // has enabled controllers below it: join init's (leaf) cgroup instead.
+    let leaf_procs =
+        crate::cgroup::exec_leaf(&*mgr, &st.name, st.init_pid).map(|d| d.join("cgroup.procs"));
+
     let helper = sys::fork().map_err(|e| RuntimeError::Io {
         what: "fork exec helper".into(),
         source: e,
@@ -129,8 +134,15 @@ pub fn exec(run_dir: &Path, argv: &[String], tty: bool) -> Result<i32, RuntimeEr
             eprintln!("vsctl exec: {msg}");
             sys::exit_now(125)
         };
-        if let Err(e) = mgr.add_process(&st.name, std::process::id() as i32) {
-            fail(e.to_string());
+        let joined = match &leaf_procs {
+            Some(p) => std::fs::write(p, std::process::id().to_string())
+                .map_err(|e| format!("cgroup {}: {e}", p.display())),
+            None => mgr
+                .add_process(&st.name, std::process::id() as i32)
+                .map_err(|e| e.to_string()),
+        };
+        if let Err(e) = joined {
+            fail(e);
         }
         if let Err(e) = nix::sched::setns(pidfd.as_fd(), flags) {
             fail(format!("join namespaces of guest {}: {e}", st.name));

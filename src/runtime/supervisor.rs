@@ -402,6 +402,11 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         let stop_requested = spec.run_dir.join(STOP_FILE).exists();
         log.note(&format!("init exited: {info:?}"));
         if !stop_requested && info == Some(ExitInfo::Signaled(libc::SIGHUP)) {
+            // On cgroup v2 a systemd guest's leftover sub-cgroups would make
+            // the new init's cgroup join fail (found by the QEMU lane).
+            if let Err(e) = crate::cgroup::reset_for_reboot(mgr.as_ref(), &spec.name) {
+                log.note(&format!("resetting the cgroup for reboot: {e}"));
+            }
             state.restarts += 1;
             log.note("guest rebooted");
             continue;
