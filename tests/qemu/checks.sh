@@ -88,10 +88,12 @@ if $V exec basic -- sh -c 'echo max > /sys/fs/cgroup/memory.max' > /dev/null 2>&
 else
     check privileged-guest-cannot-raise-memory sh -c "[ \$(cat $CG/basic/memory.max) = 67108864 ]"
 fi
-if $V exec basic -- sh -c 'mkdir /sys/fs/cgroup/escape' > /dev/null 2>&1; then
-    fail privileged-guest-cgroupfs-read-only "mkdir in its cgroupfs succeeded"
+# Privileged guests get a delegated tree too (their systemd needs sub-cgroups),
+# but the files at their root stay read-only: a sub-cgroup can only narrow.
+if $V exec basic -- sh -c 'mkdir /sys/fs/cgroup/sub && rmdir /sys/fs/cgroup/sub' > /dev/null 2>&1; then
+    check privileged-guest-subcgroup-keeps-root-limit sh -c "[ \$(cat $CG/basic/memory.max) = 67108864 ]"
 else
-    pass privileged-guest-cgroupfs-read-only
+    fail privileged-guest-subcgroup-keeps-root-limit "mkdir of a sub-cgroup failed"
 fi
 t0=$(now_ms)
 check stop $V stop basic
@@ -310,9 +312,21 @@ if grep -q ' /mnt/xfs xfs ' /proc/mounts; then
     check xfs-io-throttled sh -c "[ $t -ge 15 ] && [ $t -le 50 ]"
     eq xfs-priv-cgroupns 0::/ $V exec rlp -- cat /proc/self/cgroup
     check xfs-priv-pids-max sh -c "[ \$(cat $CG/rlp/pids.max) = 32 ]"
+    # Project quotas ([disk]): EDQUOT past the byte and the inode limit
+    # inside the guest, a live raise, usage in `vsctl status`.
+    guest qt true 'pids = 64' '[disk]' 'quota = "16MiB"' 'inodes = 600'
+    check xfs-quota-apply apply
+    $V exec qt -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync 2>&1; rm -f /fill' > /tmp/q.out 2>&1
+    check xfs-quota-bytes-edquot grep -q "Disk quota exceeded" /tmp/q.out
+    $V exec qt -- sh -c 'mkdir /many; for i in $(seq 1 800); do : > /many/f$i || { echo stopped-at-$i; break; }; done; rm -rf /many' > /tmp/q.out 2>&1
+    check xfs-quota-inodes-edquot grep -q "stopped-at" /tmp/q.out
+    sed -i 's/^quota = "16MiB"$/quota = "64MiB"/; s/^inodes = 600$/inodes = 5000/' "$G/qt.toml"
+    check xfs-quota-live-raise apply
+    check xfs-quota-raised-write $V exec qt -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync && rm -f /fill'
+    check xfs-quota-status sh -c "$V status qt --output json | grep -q '\"bytes_limit\": 67108864'"
     sed -i 's/^state = "running"$/state = "stopped"/' "$G"/*.toml
     check xfs-all-stopped apply
-    check xfs-cgroups-gone sh -c "[ ! -e $CG/rl ] && [ ! -e $CG/rlp ]"
+    check xfs-cgroups-gone sh -c "[ ! -e $CG/rl ] && [ ! -e $CG/rlp ] && [ ! -e $CG/qt ]"
     G=$G1 V=$V1
 else
     fail xfs-disk "no XFS disk mounted at /mnt/xfs"

@@ -57,7 +57,9 @@ while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 mkdir -p /mnt/disk
 mount -t ext4 /dev/vda /mnt/disk || fail_boot "mount /dev/vda"
 mkdir -p /mnt/xfs
-[ -b /dev/vdb ] && { mount -t xfs /dev/vdb /mnt/xfs || echo "lane: cannot mount /dev/vdb (XFS)"; }
+# prjquota: the disk-quota checks need XFS project quotas, which this kernel
+# (unlike the CI host's) is built with.
+[ -b /dev/vdb ] && { mount -t xfs -o prjquota /dev/vdb /mnt/xfs || mount -t xfs /dev/vdb /mnt/xfs || echo "lane: cannot mount /dev/vdb (XFS)"; }
 
 echo "LANE-BOOTED: $(uname -r), $(nproc) cpus, cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 # stdin from /dev/null: the console is a terminal, and `vsctl exec` would
