@@ -312,14 +312,19 @@ if grep -q ' /mnt/xfs xfs ' /proc/mounts; then
     check xfs-io-throttled sh -c "[ $t -ge 15 ] && [ $t -le 50 ]"
     eq xfs-priv-cgroupns 0::/ $V exec rlp -- cat /proc/self/cgroup
     check xfs-priv-pids-max sh -c "[ \$(cat $CG/rlp/pids.max) = 32 ]"
-    # Project quotas ([disk]): EDQUOT past the byte and the inode limit
-    # inside the guest, a live raise, usage in `vsctl status`.
+    # Project quotas ([disk]): writes stop at the byte and the inode limit
+    # inside the guest (XFS reports a full project as ENOSPC, not EDQUOT:
+    # the project behaves like a filesystem of that size), a live raise,
+    # usage in `vsctl status`.
     guest qt true 'pids = 64' '[disk]' 'quota = "16MiB"' 'inodes = 600'
     check xfs-quota-apply apply
     $V exec qt -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync 2>&1; rm -f /fill' > /tmp/q.out 2>&1
-    check xfs-quota-bytes-edquot grep -q "Disk quota exceeded" /tmp/q.out
-    $V exec qt -- sh -c 'mkdir /many; for i in $(seq 1 800); do : > /many/f$i || { echo stopped-at-$i; break; }; done; rm -rf /many' > /tmp/q.out 2>&1
-    check xfs-quota-inodes-edquot grep -q "stopped-at" /tmp/q.out
+    tail -2 /tmp/q.out | sed 's/^/    bytes: /'
+    check xfs-quota-bytes-stop grep -qE "No space left on device|Disk quota exceeded" /tmp/q.out
+    check xfs-quota-bytes-under-limit sh -c "[ \$(sed -n 's/^\([0-9]*\)+[0-9]* records out$/\1/p' /tmp/q.out) -le 16 ]"
+    $V exec qt -- sh -c 'mkdir /many; for i in $(seq 1 800); do touch /many/f$i 2>/dev/null || { echo stopped-at-$i; break; }; done; rm -rf /many' > /tmp/q.out 2>&1
+    tail -1 /tmp/q.out | sed 's/^/    inodes: /'
+    check xfs-quota-inodes-stop grep -q "stopped-at" /tmp/q.out
     sed -i 's/^quota = "16MiB"$/quota = "64MiB"/; s/^inodes = 600$/inodes = 5000/' "$G/qt.toml"
     check xfs-quota-live-raise apply
     check xfs-quota-raised-write $V exec qt -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync && rm -f /fill'
