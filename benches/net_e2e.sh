@@ -19,12 +19,20 @@ BASE=vsctl-bench-net-$$
 NSPAWN_PIDS=()
 
 in_ns() { nsenter --net=/run/netns/"$NS" -- "$@"; }
-cleanup() {
+stop_nspawn() {
+    # The recorded pids are nsenter's, which exec nspawn; kill by machine name too.
     for pid in "${NSPAWN_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    pkill -f -- "--machine=b$$x" 2>/dev/null || true
+    for _ in $(seq 50); do pgrep -f -- "--machine=b$$x" >/dev/null || break; sleep 0.1; done
+    pkill -9 -f -- "--machine=b$$x" 2>/dev/null || true
+    NSPAWN_PIDS=()
+}
+cleanup() {
+    stop_nspawn
     rm -f "$W"/root/etc/vsctl/guests.d/*.toml
     in_ns "$VSCTL" --root "$W/root" apply --prune --purge >/dev/null 2>&1 || true
     for h in /sys/fs/cgroup/*/"$BASE"; do [ -d "$h" ] && rmdir "$h" 2>/dev/null || true; done
-    umount /run/systemd/nspawn 2>/dev/null || true
+    [ -n "${MOUNTED_NSPAWN_TMPFS:-}" ] && umount /run/systemd/nspawn 2>/dev/null || true
     ip netns delete "$NS" 2>/dev/null || true
     rm -rf "$W"
 }
@@ -68,7 +76,9 @@ for n in "${COUNTS[@]}"; do
     if command -v systemd-nspawn >/dev/null; then
         # nspawn refuses to clean its propagation dir on a disk filesystem
         # when systemd is not PID 1 (see shared/benchmarking.md).
-        mountpoint -q /run/systemd/nspawn || { mkdir -p /run/systemd/nspawn; mount -t tmpfs tmpfs /run/systemd/nspawn; }
+        if ! mountpoint -q /run/systemd/nspawn; then
+            mkdir -p /run/systemd/nspawn && mount -t tmpfs tmpfs /run/systemd/nspawn && MOUNTED_NSPAWN_TMPFS=1
+        fi
         tree="$W/nspawn-root"
         [ -d "$tree" ] || cp -a "$W/root/var/lib/vsctl/templates/busybox/rootfs" "$tree"
         addrs=(); NSPAWN_PIDS=()
@@ -83,16 +93,19 @@ for n in "${COUNTS[@]}"; do
             NSPAWN_PIDS+=($!)
         done
         for i in $(seq 1 "$n"); do
-            until in_ns ip link show "ve-b$$x$i" >/dev/null 2>&1; do sleep 0.005; done
+            tries=0
+            until in_ns ip link show "ve-b$$x$i" >/dev/null 2>&1; do
+                tries=$((tries + 1)); [ "$tries" -lt 2000 ] || { echo "no ve-b$$x$i after 10 s" >&2; exit 1; }
+                sleep 0.005
+            done
             in_ns ip addr add "10.98.$i.1/24" dev "ve-b$$x$i" 2>/dev/null || true
             in_ns ip link set "ve-b$$x$i" up
         done
         wait_http "${addrs[@]}"
         t1=$(now_ms)
         printf '| %d | systemd-nspawn --network-veth | %d ms | %.1f ms |\n' "$n" $((t1 - t0)) "$(echo "($t1 - $t0) / $n" | bc -l)"
-        for pid in "${NSPAWN_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+        stop_nspawn
         wait 2>/dev/null || true
-        NSPAWN_PIDS=()
     else
         printf '| %d | systemd-nspawn | not installed | |\n' "$n"
     fi
