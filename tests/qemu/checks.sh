@@ -279,8 +279,36 @@ check net-host-to-guest ping -c 1 -W 5 10.77.0.2
 check net-guest-to-gateway $V exec net -- ping -c 1 -W 5 10.77.0.1
 eq net-guest-default-route 10.77.0.1 $V exec net -- sh -c "ip route | awk '/^default/ {print \$3}'"
 check net-stop $V stop net
-check net-veth-gone sh -c "! ls /sys/class/net | grep -v -e '^lo$' -e '^vsbr0$' | grep -q ."
+# (dummy0 is made by the dummy module itself when it loads, for the ipvlan checks)
+check net-veth-gone sh -c "! ls /sys/class/net | grep -v -e '^lo$' -e '^vsbr0$' -e '^dummy0$' | grep -q ."
 sed -i 's/^state = "running"$/state = "stopped"/' "$G/net.toml"
+
+# --- network: ipvlan guests over an uplink (a dummy interface) ------------
+# ipvlan slaves on one parent reach each other; vsctl creates each guest's
+# slave in the host namespace and moves it into the guest (L2 mode).
+if ip link add up0 type dummy 2>/tmp/ipv.err && ip link set up0 up; then
+    for n in 2 3; do
+        cat > "$G/ipv$n.toml" <<TOML
+template = "busybox"
+state = "running"
+[network]
+mode = "ipvlan"
+parent = "up0"
+addresses = ["10.66.0.$n/24"]
+[security]
+userns = false
+TOML
+    done
+    check ipvlan-apply apply
+    check ipvlan-guest-address sh -c "$V exec ipv2 -- ip -o addr show | grep -q '10.66.0.2/24'"
+    check ipvlan-guest-to-guest $V exec ipv2 -- ping -c 1 -W 5 10.66.0.3
+    check ipvlan-guest-cannot-add-address sh -c "! $V exec ipv2 -- ip addr add 10.66.0.9/24 dev eth0 2>/dev/null"
+    sed -i 's/^state = "running"$/state = "stopped"/' "$G/ipv2.toml" "$G/ipv3.toml"
+    check ipvlan-stopped apply
+    check ipvlan-slaves-gone sh -c "! ip -o link show | grep -q 'ipvlan\|@up0'"
+else
+    fail ipvlan-uplink "cannot create a dummy uplink: $(cat /tmp/ipv.err)"
+fi
 
 # --- reflink clones on XFS (second virtio disk) ------------------------------
 # Same binary, a second --root on /dev/vdb (XFS with reflink): guests get

@@ -106,7 +106,7 @@ VSCTL=$REPO/target/$PROFILE/vsctl
 # its filesystem, overlayfs (guest roots), xfs (reflink clones), loop,
 # veth/bridge/sch_ingress (clsact)/cls_bpf (guest networking and its
 # anti-spoofing filters). crc32c_generic is ext4's soft dependency.
-WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge sch_ingress cls_bpf)
+WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge sch_ingress cls_bpf dummy ipvlan)
 declare -A MODFILE=() SEEN=()
 MODORDER=()
 while IFS= read -r f; do
