@@ -291,6 +291,16 @@ fn plan_create(spec: &GuestSpec) -> GuestPlan {
     entry
 }
 
+/// The changed fields of one class, for a reason line.
+fn fields_of_class(changes: &[FieldChange], class: ChangeClass) -> String {
+    let fields: Vec<&str> = changes
+        .iter()
+        .filter(|c| c.class == class)
+        .map(|c| c.field.as_str())
+        .collect();
+    fields.join(", ")
+}
+
 fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOptions) -> GuestPlan {
     // Most guests are unchanged on most runs: skip flattening them.
     let changes = if current.record.spec == *spec {
@@ -306,15 +316,9 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
 
     if worst == Some(ChangeClass::Rebuild) {
         entry.action = Action::Rebuild;
-        let fields: Vec<&str> = entry
-            .changes
-            .iter()
-            .filter(|c| c.class == ChangeClass::Rebuild)
-            .map(|c| c.field.as_str())
-            .collect();
         entry.reasons.push(format!(
             "{} changed: the root filesystem must be rebuilt",
-            fields.join(", ")
+            fields_of_class(&entry.changes, ChangeClass::Rebuild)
         ));
         if protected {
             entry.blocked = Some(String::from(
@@ -382,15 +386,9 @@ fn plan_existing(spec: &GuestSpec, current: &ObservedGuest, options: &PlanOption
         }
         (true, true) if restart_needed => {
             entry.action = Action::Restart;
-            let fields: Vec<&str> = entry
-                .changes
-                .iter()
-                .filter(|c| c.class == ChangeClass::Restart)
-                .map(|c| c.field.as_str())
-                .collect();
             entry.reasons.push(format!(
                 "{} changed: takes effect on restart",
-                fields.join(", ")
+                fields_of_class(&entry.changes, ChangeClass::Restart)
             ));
             entry.steps.insert(0, Step::Stop);
             start = true;

@@ -188,17 +188,24 @@ pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) ->
         .map(|(_, c)| c)
 }
 
+/// Split serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown
+/// variant ...") into the unknown name and the names it expected.
+fn unknown_name<'m>(message: &'m str, prefix: &str) -> Option<(&'m str, Vec<&'m str>)> {
+    let rest = message.strip_prefix(prefix)?;
+    let unknown = rest.split('`').next().unwrap_or_default();
+    let expected = rest
+        .split_once("expected ")
+        .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+        .unwrap_or_default();
+    Some((unknown, expected))
+}
+
 /// Turn a toml/serde error into a diagnostic, recognising serde's
 /// "unknown field `x`, expected one of `a`, `b`" to add a suggestion.
 pub fn from_toml_error(file: &Path, text: &Arc<String>, error: &toml::de::Error) -> ConfigDiag {
     let message = error.message().trim().to_string();
     let span = error.span();
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let unknown = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> = rest
-            .split_once("expected ")
-            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-            .unwrap_or_default();
+    if let Some((unknown, expected)) = unknown_name(&message, "unknown field `") {
         let mut diag = ConfigDiag::new(
             "vsctl::config::unknown_key",
             file,
@@ -207,19 +214,14 @@ pub fn from_toml_error(file: &Path, text: &Arc<String>, error: &toml::de::Error)
             format!("unknown key `{unknown}`"),
         )
         .label("not a known key here");
-        diag.help = Some(match suggest(&unknown, expected.iter().copied()) {
+        diag.help = Some(match suggest(unknown, expected.iter().copied()) {
             Some(close) => format!("did you mean `{close}`?"),
             None if !expected.is_empty() => format!("known keys here: {}", expected.join(", ")),
             None => String::from("this table takes no keys"),
         });
         return diag;
     }
-    if let Some(rest) = message.strip_prefix("unknown variant `") {
-        let unknown = rest.split('`').next().unwrap_or_default().to_string();
-        let expected: Vec<&str> = rest
-            .split_once("expected ")
-            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
-            .unwrap_or_default();
+    if let Some((unknown, expected)) = unknown_name(&message, "unknown variant `") {
         let mut diag = ConfigDiag::new(
             "vsctl::config::bad_value",
             file,
@@ -228,7 +230,7 @@ pub fn from_toml_error(file: &Path, text: &Arc<String>, error: &toml::de::Error)
             format!("unknown value `{unknown}`"),
         )
         .label("not one of the allowed values");
-        diag.help = Some(match suggest(&unknown, expected.iter().copied()) {
+        diag.help = Some(match suggest(unknown, expected.iter().copied()) {
             Some(close) => format!("did you mean `{close}`? allowed: {}", expected.join(", ")),
             None => format!("allowed: {}", expected.join(", ")),
         });
