@@ -7,12 +7,18 @@ use std::fs;
 use std::time::{Duration, Instant};
 use vsctl::runtime::RootfsMount;
 
-fn assert_nothing_left(g: &Guest, init_pid: i32, sup_pid: i32, ns: &[(String, String)]) {
+fn assert_nothing_left(
+    g: &Guest,
+    init_pid: i32,
+    sup_pid: i32,
+    ns: &[(String, String)],
+    stop_began: u64,
+) {
     assert!(!alive(init_pid), "init {init_pid} still alive");
     assert!(!alive(sup_pid), "supervisor {sup_pid} still alive");
     for (kind, id) in ns {
         assert!(
-            pids_in_ns(kind, id).is_empty(),
+            pids_in_ns_started_before(kind, id, stop_began).is_empty(),
             "processes left in {kind} namespace {id}"
         );
     }
@@ -67,6 +73,7 @@ fn boot_run_stop(g: &Guest) {
     }
     assert!(!g.cgroup_dirs().is_empty());
 
+    let stop_began = boot_ticks();
     let out = g.stop();
     assert!(out.get("clean").is_some(), "not a clean stop: {out}");
     assert_eq!(g.status()["state"], "stopped");
@@ -75,7 +82,7 @@ fn boot_run_stop(g: &Guest) {
         "console log lacks shutdown action:\n{}",
         g.log()
     );
-    assert_nothing_left(g, init_pid, sup_pid, &ns);
+    assert_nothing_left(g, init_pid, sup_pid, &ns, stop_began);
 }
 
 #[test]

@@ -293,6 +293,32 @@ pub fn ns_of(pid: i32, ns: &str) -> Option<String> {
 }
 
 /// Pids of every live (non-zombie) process in a given namespace.
+/// Now, in the clock ticks since boot that /proc/PID/stat start times use.
+pub fn boot_ticks() -> u64 {
+    let uptime: f64 = fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .unwrap()
+        .unwrap_or(100) as f64;
+    (uptime * hz) as u64
+}
+
+/// [`pids_in_ns`] limited to processes started before `ticks`: the kernel
+/// reuses a freed namespace id, possibly for a namespace another test running
+/// beside this one makes after the guest stopped; a process the guest leaked
+/// started before its stop.
+pub fn pids_in_ns_started_before(ns: &str, id: &str, ticks: u64) -> Vec<i32> {
+    pids_in_ns(ns, id)
+        .into_iter()
+        .filter(|pid| vsctl::runtime::proc_start_time(*pid).is_some_and(|start| start < ticks))
+        .collect()
+}
+
 pub fn pids_in_ns(ns: &str, id: &str) -> Vec<i32> {
     let mut v = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
