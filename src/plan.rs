@@ -465,24 +465,14 @@ mod tests {
     use crate::config::guest::*;
     use crate::config::units::{IpCidr, Size};
 
+    /// The state store's test spec, without networking.
     fn spec(name: &str) -> GuestSpec {
         GuestSpec {
-            name: name.into(),
-            template: "busybox".into(),
-            hostname: name.into(),
-            state: DesiredState::Running,
-            protect: false,
             network: NetworkSpec {
                 mode: NetworkMode::None,
                 ..Default::default()
             },
-            limits: Default::default(),
-            disk: Default::default(),
-            rootfs: Default::default(),
-            init: Default::default(),
-            security: Default::default(),
-            mounts: vec![],
-            env: Default::default(),
+            ..crate::state::tests::spec(name)
         }
     }
 

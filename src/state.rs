@@ -258,7 +258,7 @@ fn sync_dir(dir: &Path) -> Result<(), StateError> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::guest::*;
 

@@ -98,42 +98,16 @@ impl Nl {
     /// `/proc/PID/ns/net` or bind-mounted namespace file). See the module
     /// docs for why a thread.
     pub fn in_netns(netns: BorrowedFd<'_>) -> NlResult<Nl> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(netns, CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| NlError::new("enter network namespace", io::Error::from(e)))?;
-                    Nl::new()
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(NlError::new(
-                        "enter network namespace",
-                        io::Error::other("helper thread panicked"),
-                    ))
-                })
-        })
+        on_thread_in_netns(netns, Nl::new)
     }
 
     /// Write `value` to `/proc/sys/net/<key>` of the network namespace
     /// `netns` refers to: /proc/sys/net shows the namespace of the task that
     /// opens it, so the write happens on a thread that joined it.
     pub fn sysctl_in_netns(netns: BorrowedFd<'_>, key: &str, value: &str) -> NlResult<()> {
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    setns(netns, CloneFlags::CLONE_NEWNET)
-                        .map_err(|e| NlError::new("enter network namespace", io::Error::from(e)))?;
-                    std::fs::write(format!("/proc/sys/net/{key}"), value)
-                        .map_err(|e| NlError::new("write guest sysctl", e))
-                })
-                .join()
-                .unwrap_or_else(|_| {
-                    Err(NlError::new(
-                        "enter network namespace",
-                        io::Error::other("helper thread panicked"),
-                    ))
-                })
+        on_thread_in_netns(netns, || {
+            std::fs::write(format!("/proc/sys/net/{key}"), value)
+                .map_err(|e| NlError::new("write guest sysctl", e))
         })
     }
 
@@ -262,4 +236,28 @@ impl Nl {
         })?;
         Ok(out)
     }
+}
+
+/// Run `work` on a short-lived thread that first joins the network namespace
+/// `netns` refers to; only that thread ever changes namespace, and it exits
+/// right after (see the module docs).
+fn on_thread_in_netns<T: Send>(
+    netns: BorrowedFd<'_>,
+    work: impl FnOnce() -> NlResult<T> + Send,
+) -> NlResult<T> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(move || {
+                setns(netns, CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| NlError::new("enter network namespace", io::Error::from(e)))?;
+                work()
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(NlError::new(
+                    "enter network namespace",
+                    io::Error::other("helper thread panicked"),
+                ))
+            })
+    })
 }
