@@ -33,20 +33,6 @@ pub(crate) fn is_static_elf(data: &[u8]) -> bool {
     true
 }
 
-fn io(
-    template: &str,
-    path: &Path,
-    action: &'static str,
-) -> impl FnOnce(std::io::Error) -> TemplateError {
-    let (template, path) = (template.to_string(), path.to_path_buf());
-    move |source| TemplateError::Io {
-        template,
-        action,
-        path,
-        source,
-    }
-}
-
 /// Find (or fetch) a static busybox; returns its bytes and where it came from.
 fn static_busybox(template: &str) -> Result<(Vec<u8>, PathBuf), TemplateError> {
     for c in CANDIDATES {
@@ -59,16 +45,16 @@ fn static_busybox(template: &str) -> Result<(Vec<u8>, PathBuf), TemplateError> {
     // Fallback: the Debian package, unpacked without installing it.
     let tmp = std::env::temp_dir().join(format!("vsctl-busybox-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(io(template, &tmp, "creating"))?;
+    std::fs::create_dir_all(&tmp).map_err(TemplateError::io(template, "creating", &tmp))?;
     let result = (|| {
         let st = std::process::Command::new("apt-get")
             .args(["download", "busybox-static"])
             .current_dir(&tmp)
             .stdout(std::process::Stdio::null())
             .status()
-            .map_err(io(template, Path::new("apt-get"), "running"))?;
+            .map_err(TemplateError::io(template, "running", Path::new("apt-get")))?;
         let deb = std::fs::read_dir(&tmp)
-            .map_err(io(template, &tmp, "reading"))?
+            .map_err(TemplateError::io(template, "reading", &tmp))?
             .flatten()
             .map(|e| e.path())
             .find(|p| p.extension().is_some_and(|x| x == "deb"));
@@ -84,9 +70,9 @@ fn static_busybox(template: &str) -> Result<(Vec<u8>, PathBuf), TemplateError> {
             .arg(&deb)
             .arg(&out)
             .status()
-            .map_err(io(template, Path::new("dpkg"), "running"))?;
+            .map_err(TemplateError::io(template, "running", Path::new("dpkg")))?;
         let bin = out.join("bin/busybox");
-        let data = std::fs::read(&bin).map_err(io(template, &bin, "reading"))?;
+        let data = std::fs::read(&bin).map_err(TemplateError::io(template, "reading", &bin))?;
         if !st.success() || !is_static_elf(&data) {
             return Err(TemplateError::Bootstrap {
                 template: template.to_string(),
@@ -106,7 +92,7 @@ fn applets(template: &str, binary: &Path) -> Result<Vec<String>, TemplateError> 
     let out = std::process::Command::new(binary)
         .arg("--list-full")
         .output()
-        .map_err(io(template, binary, "running"))?;
+        .map_err(TemplateError::io(template, "running", binary))?;
     if !out.status.success() {
         return Err(TemplateError::Bootstrap {
             template: template.to_string(),

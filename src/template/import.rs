@@ -38,24 +38,13 @@ fn safe_err(
     }
 }
 
-fn io_err(
-    template: &str,
-    path: &Path,
-    action: &'static str,
-) -> impl FnOnce(std::io::Error) -> TemplateError {
-    let (template, path) = (template.to_string(), path.to_path_buf());
-    move |source| TemplateError::Io {
-        template,
-        action,
-        path,
-        source,
-    }
-}
-
 /// Import `source` (directory or tarball) into the empty staging tree `dest`.
 pub(crate) fn import(template: &str, source: &Path, dest: &Path) -> Result<(), TemplateError> {
-    let md =
-        std::fs::metadata(source).map_err(io_err(template, source, "reading import source"))?;
+    let md = std::fs::metadata(source).map_err(TemplateError::io(
+        template,
+        "reading import source",
+        source,
+    ))?;
     if md.is_dir() {
         copy_dir(template, source, dest)
     } else {
@@ -69,34 +58,37 @@ pub(crate) fn extract_tarball(
     source: &Path,
     dest: &Path,
 ) -> Result<(), TemplateError> {
-    let mut f = File::open(source).map_err(io_err(template, source, "opening"))?;
+    let mut f = File::open(source).map_err(TemplateError::io(template, "opening", source))?;
     let mut magic = [0u8; 4];
     let n = f
         .read(&mut magic)
-        .map_err(io_err(template, source, "reading"))?;
+        .map_err(TemplateError::io(template, "reading", source))?;
     drop(f);
     let f = BufReader::with_capacity(
         1 << 20,
-        File::open(source).map_err(io_err(template, source, "opening"))?,
+        File::open(source).map_err(TemplateError::io(template, "opening", source))?,
     );
     let reader: Box<dyn Read> = if n >= 2 && magic[..2] == [0x1f, 0x8b] {
         Box::new(flate2::read::MultiGzDecoder::new(f))
     } else if n == 4 && magic == [0x28, 0xb5, 0x2f, 0xfd] {
-        Box::new(zstd::stream::read::Decoder::with_buffer(f).map_err(io_err(
-            template,
-            source,
-            "decompressing",
-        ))?)
+        Box::new(
+            zstd::stream::read::Decoder::with_buffer(f).map_err(TemplateError::io(
+                template,
+                "decompressing",
+                source,
+            ))?,
+        )
     } else {
         Box::new(f)
     };
     let root = SafeRoot::open(dest).map_err(safe_err(template, source, "/"))?;
     let mut archive = tar::Archive::new(reader);
-    let entries = archive
-        .entries()
-        .map_err(io_err(template, source, "reading tarball"))?;
+    let entries =
+        archive
+            .entries()
+            .map_err(TemplateError::io(template, "reading tarball", source))?;
     for entry in entries {
-        let mut entry = entry.map_err(io_err(template, source, "reading tarball"))?;
+        let mut entry = entry.map_err(TemplateError::io(template, "reading tarball", source))?;
         let raw = entry.path_bytes().into_owned();
         let name = String::from_utf8(raw).map_err(|_| TemplateError::UnsafeEntry {
             template: template.to_string(),
@@ -137,10 +129,10 @@ pub(crate) fn extract_tarball(
                 let (mut f, parent, last) = root
                     .create_file(&name)
                     .map_err(safe_err(template, source, &name))?;
-                std::io::copy(&mut entry, &mut f).map_err(io_err(
+                std::io::copy(&mut entry, &mut f).map_err(TemplateError::io(
                     template,
-                    source,
                     "extracting",
+                    source,
                 ))?;
                 root.finish_file(&f, &parent, &last, &meta, &xattrs, &name)
                     .map_err(serr)?;
@@ -148,7 +140,7 @@ pub(crate) fn extract_tarball(
             tar::EntryType::Symlink => {
                 let target = entry
                     .link_name()
-                    .map_err(io_err(template, source, "reading tarball"))?
+                    .map_err(TemplateError::io(template, "reading tarball", source))?
                     .ok_or_else(|| TemplateError::UnsafeEntry {
                         template: template.to_string(),
                         origin: source.to_path_buf(),
@@ -195,7 +187,7 @@ pub(crate) fn copy_dir(template: &str, source: &Path, dest: &Path) -> Result<(),
     let root = SafeRoot::open(dest).map_err(safe_err(template, source, "/"))?;
     let mut dirs = Vec::new();
     for item in walkdir::WalkDir::new(source).follow_links(false) {
-        let item = item.map_err(|e| io_err(template, source, "walking")(e.into()))?;
+        let item = item.map_err(|e| TemplateError::io(template, "walking", source)(e.into()))?;
         let path = item.path();
         let rel = path.strip_prefix(source).expect("below the walk root");
         let name = rel.to_str().ok_or_else(|| TemplateError::UnsafeEntry {
@@ -205,7 +197,11 @@ pub(crate) fn copy_dir(template: &str, source: &Path, dest: &Path) -> Result<(),
             reason: "names must be UTF-8".into(),
         })?;
         let name = if name.is_empty() { "." } else { name };
-        let md = std::fs::symlink_metadata(path).map_err(io_err(template, path, "inspecting"))?;
+        let md = std::fs::symlink_metadata(path).map_err(TemplateError::io(
+            template,
+            "inspecting",
+            path,
+        ))?;
         let meta = Meta {
             mode: md.mode() & 0o7777,
             uid: md.uid(),
@@ -230,22 +226,28 @@ pub(crate) fn copy_dir(template: &str, source: &Path, dest: &Path) -> Result<(),
                 OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
                 Mode::empty(),
             )
-            .map_err(|e| io_err(template, path, "opening")(e.into()))?;
+            .map_err(|e| TemplateError::io(template, "opening", path)(e.into()))?;
             let mut src = File::from(src);
             let xattrs = crate::store::read_xattrs_fd(&src, path).map_err(|e| {
-                io_err(template, path, "reading xattrs")(std::io::Error::other(e.to_string()))
+                TemplateError::io(template, "reading xattrs", path)(std::io::Error::other(
+                    e.to_string(),
+                ))
             })?;
             let (mut f, parent, last) = root
                 .create_file(name)
                 .map_err(safe_err(template, source, name))?;
             // io::copy uses copy_file_range, which reflinks where the
             // filesystem can.
-            std::io::copy(&mut src, &mut f).map_err(io_err(template, path, "copying"))?;
+            std::io::copy(&mut src, &mut f)
+                .map_err(TemplateError::io(template, "copying", path))?;
             root.finish_file(&f, &parent, &last, &meta, &xattrs, name)
                 .map_err(serr)?;
         } else if ft.is_symlink() {
-            let target =
-                std::fs::read_link(path).map_err(io_err(template, path, "reading link"))?;
+            let target = std::fs::read_link(path).map_err(TemplateError::io(
+                template,
+                "reading link",
+                path,
+            ))?;
             root.symlink(name, &target, &meta).map_err(serr)?;
         } else {
             let sflag = if ft.is_char_device() {
