@@ -24,7 +24,10 @@ HAVE_LXC=$(command -v lxc-start >/dev/null && echo 1 || echo 0)
 
 cleanup() {
     for s in "$W"/*.json; do [ -f "$s" ] && "$RT" "$s" stop --timeout 1 >/dev/null 2>&1 || true; done
-    if [ "$HAVE_LXC" = 1 ]; then lxc-stop -n bench -P "$W/lxc" -k >/dev/null 2>&1 || true; fi
+    if [ "$HAVE_LXC" = 1 ]; then
+        lxc-stop -n bench -P "$W/lxc" -k >/dev/null 2>&1 || true
+        lxc-stop -n benchsec -P "$W/lxc" -k >/dev/null 2>&1 || true
+    fi
     for c in /sys/fs/cgroup/*/"$BASE"; do [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
     rm -rf "$W"
 }
@@ -73,6 +76,11 @@ lxc.mount.auto = proc:mixed sys:ro
 lxc.init.cmd = /bin/sleep 100000
 lxc.cap.drop = sys_module sys_rawio sys_time mac_admin mac_override
 EOF
+    # The same with LXC's default seccomp profile (Debian's common.seccomp),
+    # for the syscall-overhead rows.
+    mkdir -p "$W/lxc/benchsec"
+    sed 's/= bench$/= benchsec/' "$W/lxc/bench/config" > "$W/lxc/benchsec/config"
+    echo "lxc.seccomp.profile = /usr/share/lxc/config/common.seccomp" >> "$W/lxc/benchsec/config"
 fi
 
 for i in $(seq "$N"); do
@@ -89,16 +97,19 @@ for i in $(seq "$N"); do
     fi
 done
 
-# Memory of the per-guest manager process while a guest runs.
+# Memory of the per-guest manager process while a guest idles.
 "$RT" "$W/sleeper.json" start >/dev/null
+sleep 1
 sup=$(sed -n 's/.*"supervisor_pid": \([0-9]*\).*/\1/p' "$W/run-sleeper/state.json")
 vs_rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$sup/status")
+vs_pss=$(awk '/^Pss:/ {printf "%.2f", $2/1024}' "/proc/$sup/smaps_rollup")
 "$RT" "$W/sleeper.json" stop >/dev/null
 lxc_rss=-
 if [ "$HAVE_LXC" = 1 ]; then
     lxc-start -n bench -P "$W/lxc" -d || true
     mon=$(pgrep -f "lxc monitor.*bench" | head -1 || true)
     [ -n "$mon" ] && lxc_rss=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$mon/status")
+    lxc-start -n benchsec -P "$W/lxc" -d || true
 fi
 
 # Syscall overhead: 2M one-byte reads+writes, host vs guest (seccomp on/off).
@@ -109,7 +120,16 @@ for i in $(seq 5); do
     timed dd_host /bin/busybox $DD
     timed dd_guest "$RT" "$W/dd.json" exec -- /bin/$DD
     timed dd_guest_nosec "$RT" "$W/ddnosec.json" exec -- /bin/$DD
-    if [ "$HAVE_LXC" = 1 ]; then timed dd_lxc lxc-attach -n bench -P "$W/lxc" -- /bin/$DD; fi
+    if [ "$HAVE_LXC" = 1 ]; then
+        timed dd_lxc lxc-attach -n bench -P "$W/lxc" -- /bin/$DD
+        timed dd_lxcsec lxc-attach -n benchsec -P "$W/lxc" -- /bin/$DD
+    fi
+done
+# CPU-bound: shell arithmetic, almost no syscalls.
+CPU='i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done'
+for i in $(seq 5); do
+    timed cpu_host /bin/busybox sh -c "$CPU"
+    timed cpu_guest "$RT" "$W/dd.json" exec -- /bin/sh -c "$CPU"
 done
 "$RT" "$W/dd.json" stop >/dev/null
 "$RT" "$W/ddnosec.json" stop >/dev/null
@@ -117,6 +137,8 @@ done
 ratio() { awk -v a="$(median_ms "$1")" -v b="$(median_ms "$2")" 'BEGIN { if (a=="-"||b=="-"||b==0) print "-"; else printf "%.2fx", a/b }'; }
 echo
 echo "runtime benchmark, $N iterations, medians ($(nproc) CPUs, $(uname -r))"
+# Whether cgroup writes skip the RCU grace period (docs/runtime.md).
+echo "cgroup mounts with favordynmods: $(grep -c favordynmods /proc/mounts || true)"
 printf '%-52s %12s\n' "what" "median"
 printf '%-52s %12s\n' "----" "------"
 printf '%-52s %9s ms\n' "floor: unshare -pmuin --fork chroot ROOT /bin/true" "$(median_ms floor)"
@@ -128,8 +150,12 @@ printf '%-52s %9s ms\n' "lxc-start -d (init=sleep)" "$(median_ms lxc_start)"
 printf '%-52s %9s ms\n' "lxc-stop -k" "$(median_ms lxc_stop)"
 printf '%-52s %9s ms\n' "lxc-attach /bin/true" "$(median_ms lxc_attach)"
 printf '%-52s %9s MiB\n' "supervisor RSS per guest: vsctl" "$vs_rss"
+printf '%-52s %9s MiB\n' "supervisor PSS per guest: vsctl" "$vs_pss"
 printf '%-52s %9s MiB\n' "supervisor RSS per guest: LXC monitor" "$lxc_rss"
 printf '%-52s %9s ms\n' "dd bs=1 count=2M: host" "$(median_ms dd_host)"
 printf '%-52s %9s ms (%s)\n' "dd bs=1 count=2M: vsctl guest, seccomp" "$(median_ms dd_guest)" "$(ratio dd_guest dd_host)"
 printf '%-52s %9s ms (%s)\n' "dd bs=1 count=2M: vsctl guest, no seccomp" "$(median_ms dd_guest_nosec)" "$(ratio dd_guest_nosec dd_host)"
 printf '%-52s %9s ms (%s)\n' "dd bs=1 count=2M: LXC guest (minimal config, no seccomp)" "$(median_ms dd_lxc)" "$(ratio dd_lxc dd_host)"
+printf '%-52s %9s ms (%s)\n' "dd bs=1 count=2M: LXC guest, default seccomp profile" "$(median_ms dd_lxcsec)" "$(ratio dd_lxcsec dd_host)"
+printf '%-52s %9s ms\n' "CPU-bound shell loop: host" "$(median_ms cpu_host)"
+printf '%-52s %9s ms (%s)\n' "CPU-bound shell loop: vsctl guest, seccomp" "$(median_ms cpu_guest)" "$(ratio cpu_guest cpu_host)"

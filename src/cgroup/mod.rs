@@ -124,6 +124,12 @@ pub trait CgroupManager: Send + Sync {
     ) -> Result<(), CgroupError>;
     /// Move a process (and, on v1, its whole thread group) into the guest's cgroup.
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError>;
+    /// The guest's cgroup directory when a process can be cloned straight
+    /// into it (CLONE_INTO_CGROUP) instead of being added afterwards: the
+    /// v2 backend. v1 has one directory per hierarchy and no such clone.
+    fn clone_into_dir(&self, _name: &str) -> Option<PathBuf> {
+        None
+    }
     /// Process ids currently in the guest's cgroup.
     fn pids(&self, name: &str) -> Result<Vec<i32>, CgroupError>;
     /// SIGKILL everything in the cgroup and wait until it is empty.
@@ -534,6 +540,11 @@ impl CgroupManager for V2 {
             )?;
         }
         Ok(())
+    }
+
+    fn clone_into_dir(&self, name: &str) -> Option<PathBuf> {
+        check_name(name).ok()?;
+        Some(self.dir(name))
     }
 
     fn add_process(&self, name: &str, pid: i32) -> Result<(), CgroupError> {

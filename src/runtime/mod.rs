@@ -31,6 +31,7 @@ pub mod plan;
 mod supervisor;
 
 pub use exec::{exec, write_files};
+pub use supervisor::{SUPERVISOR_ARG, supervisor_main};
 
 use crate::cgroup::{self, CgroupError, Limits, ManagerRef};
 use serde::{Deserialize, Serialize};
@@ -555,7 +556,8 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
         return Err(RuntimeError::AlreadyRunning(spec.name.clone()));
     }
     // Everything the child needs is computed here, before any fork.
-    let child_plan = plan::build(spec, &random_uuid())?;
+    let container_uuid = random_uuid();
+    let child_plan = plan::build(spec, &container_uuid)?;
     let stop_signal = stop_signal_for(spec);
 
     fs::create_dir_all(&spec.run_dir)
@@ -606,14 +608,14 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
         base: spec.cgroup_base.clone(),
     };
 
-    let ctx = supervisor::Context {
+    let launch = supervisor::Launch {
         spec: spec.clone(),
-        plan: child_plan,
+        container_uuid,
         stop_signal,
         cgroup: cgroup_ref,
         root_dev,
     };
-    let res = supervisor::spawn(ctx);
+    let res = supervisor::spawn(launch);
     if res.is_err() {
         let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
     }

@@ -21,12 +21,30 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a guest's supervisor is started with. It crosses an exec: `start`
+/// serializes it into a memfd and execs the binary's supervisor mode, so a
+/// supervisor's memory is a fresh process's, not a copy of its caller's
+/// (a `vsctl apply` that parsed hundreds of guest files, say).
+#[derive(Serialize, Deserialize)]
+pub(super) struct Launch {
+    pub spec: RuntimeSpec,
+    /// Seeds the guest's `container_uuid` (and so its machine-id); fixed
+    /// at start so a guest's reboots keep it.
+    pub container_uuid: String,
+    pub stop_signal: i32,
+    pub cgroup: ManagerRef,
+    pub root_dev: Option<DevNum>,
+}
+
+/// The supervisor's working set: the launch data plus the child plan
+/// derived from it (pure, so recomputing it after the exec is exact).
 pub(super) struct Context {
     pub spec: RuntimeSpec,
     pub plan: ChildPlan,
@@ -35,9 +53,24 @@ pub(super) struct Context {
     pub root_dev: Option<DevNum>,
 }
 
-/// Fork the supervisor (double fork + setsid, so it is nobody's zombie and
-/// has no controlling terminal) and wait for its report on the first boot.
-pub(super) fn spawn(ctx: Context) -> Result<Started, RuntimeError> {
+/// The argument that selects the supervisor mode of the binary. `main`
+/// checks it before any CLI parsing, so the mode costs nothing else.
+pub const SUPERVISOR_ARG: &str = "__vsctl-supervisor";
+/// Descriptors the exec'd supervisor finds its launch data and report
+/// pipe on.
+const LAUNCH_FD: i32 = 3;
+const REPORT_FD: i32 = 4;
+
+/// Start the supervisor (double fork + setsid, so it is nobody's zombie and
+/// has no controlling terminal, then exec of this binary's supervisor mode)
+/// and wait for its report on the first boot.
+pub(super) fn spawn(launch: Launch) -> Result<Started, RuntimeError> {
+    let name = launch.spec.name.clone();
+    let data = serde_json::to_vec(&launch).expect("launch data serializes");
+    let launch_fd = sys::memfd_with("vsctl-launch", &data).map_err(|e| RuntimeError::Io {
+        what: "write supervisor launch data".into(),
+        source: e,
+    })?;
     let (rep_r, rep_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let pid = sys::fork().map_err(|e| RuntimeError::Io {
         what: "fork supervisor".into(),
@@ -47,7 +80,11 @@ pub(super) fn spawn(ctx: Context) -> Result<Started, RuntimeError> {
         drop(rep_r);
         let _ = nix::unistd::setsid();
         match sys::fork() {
-            Ok(0) => main(ctx, rep_w),
+            Ok(0) => {
+                let e = exec_supervisor(&launch_fd, &rep_w);
+                let _ = nix::unistd::write(&rep_w, format!("err exec supervisor: {e}").as_bytes());
+                sys::exit_now(1)
+            }
             Ok(_) => sys::exit_now(0),
             Err(e) => {
                 let _ = nix::unistd::write(&rep_w, format!("err fork: {e}").as_bytes());
@@ -56,6 +93,7 @@ pub(super) fn spawn(ctx: Context) -> Result<Started, RuntimeError> {
         }
     }
     drop(rep_w);
+    drop(launch_fd);
     let _ = waitpid(Pid::from_raw(pid), None);
     let mut msg = String::new();
     let _ = File::from(rep_r).read_to_string(&mut msg);
@@ -70,14 +108,71 @@ pub(super) fn spawn(ctx: Context) -> Result<Started, RuntimeError> {
             })
         }
         Some("err") => Err(RuntimeError::Boot {
-            name: ctx.spec.name.clone(),
+            name,
             msg: msg.trim_start_matches("err").trim().to_string(),
         }),
         _ => Err(RuntimeError::Boot {
-            name: ctx.spec.name.clone(),
+            name,
             msg: "supervisor exited without a report".into(),
         }),
     }
+}
+
+/// In the forked grandchild: put the launch data and report pipe on their
+/// fixed descriptors (dup2 clears close-on-exec) and exec this binary.
+/// Returns only on failure.
+fn exec_supervisor(launch: &OwnedFd, report: &OwnedFd) -> std::io::Error {
+    use std::ffi::CString;
+    if let Err(e) = sys::place_fds(&[(launch.as_fd(), LAUNCH_FD), (report.as_fd(), REPORT_FD)]) {
+        return e;
+    }
+    let argv = [
+        CString::new("vsctl").expect("no NUL"),
+        CString::new(SUPERVISOR_ARG).expect("no NUL"),
+    ];
+    sys::execve(&CString::new("/proc/self/exe").expect("no NUL"), &argv, &[])
+}
+
+/// The supervisor mode's entry point (`main` dispatches here on
+/// [`SUPERVISOR_ARG`]): read the launch data, derive the child plan, run.
+pub fn supervisor_main() -> ! {
+    // The launcher placed the report pipe and the launch memfd there.
+    let report = sys::own_fd(REPORT_FD);
+    let mut data = Vec::new();
+    let mut launch_file = File::from(sys::own_fd(LAUNCH_FD));
+    let read = launch_file.read_to_end(&mut data);
+    drop(launch_file);
+    let launch: Launch = match read
+        .map_err(|e| e.to_string())
+        .and_then(|_| serde_json::from_slice(&data).map_err(|e| e.to_string()))
+    {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = nix::unistd::write(
+                &report,
+                format!("err supervisor launch data: {e}").as_bytes(),
+            );
+            sys::exit_now(1)
+        }
+    };
+    drop(data);
+    let plan = match super::plan::build(&launch.spec, &launch.container_uuid) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = nix::unistd::write(&report, format!("err {e}").as_bytes());
+            sys::exit_now(1)
+        }
+    };
+    main(
+        Context {
+            spec: launch.spec,
+            plan,
+            stop_signal: launch.stop_signal,
+            cgroup: launch.cgroup,
+            root_dev: launch.root_dev,
+        },
+        report,
+    )
 }
 
 fn io_err(what: &str, e: nix::Error) -> RuntimeError {
@@ -206,12 +301,27 @@ fn boot(
     } else {
         None
     };
-    match sys::clone3(
-        clone_flags(ctx.spec.userns.is_some(), ctx.spec.host_network()),
+    // On cgroup v2 init is born in its cgroup; elsewhere it is added below.
+    let cgroup_dir = mgr
+        .clone_into_dir(&ctx.spec.name)
+        .and_then(|d| File::open(d).ok());
+    let flags = clone_flags(ctx.spec.userns.is_some(), ctx.spec.host_network());
+    let (cloned, born_in_cgroup) = match sys::clone3(
+        flags,
         libc::SIGCHLD,
-    )
-    .map_err(|e| format!("clone3: {e}"))?
-    {
+        cgroup_dir.as_ref().map(|d| d.as_raw_fd()),
+    ) {
+        // Kernels before 5.7 know no CLONE_INTO_CGROUP.
+        Err(e)
+            if cgroup_dir.is_some()
+                && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::E2BIG)) =>
+        {
+            (sys::clone3(flags, libc::SIGCHLD, None), false)
+        }
+        r => (r, cgroup_dir.is_some()),
+    };
+    drop(cgroup_dir);
+    match cloned.map_err(|e| format!("clone3: {e}"))? {
         Cloned::Child => {
             drop(sync_w);
             drop(err_r);
@@ -237,8 +347,10 @@ fn boot(
                     fs::write(format!("/proc/{pid}/gid_map"), &map)
                         .map_err(|e| format!("write gid_map: {e}"))?;
                 }
-                mgr.add_process(&ctx.spec.name, pid)
-                    .map_err(|e| e.to_string())?;
+                if !born_in_cgroup {
+                    mgr.add_process(&ctx.spec.name, pid)
+                        .map_err(|e| e.to_string())?;
+                }
                 if let Some((ours, _)) = &idmap {
                     send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
                 }
@@ -387,6 +499,9 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
             let _ = nix::unistd::write(&r, format!("ok {init_pid} {me}").as_bytes());
         }
         log.note(&format!("init started as pid {init_pid}"));
+        // Booting ran most of the binary; idling needs a sliver of it. Let
+        // the rest go from our resident set (it stays in the page cache).
+        let _ = sys::drop_clean_file_pages();
 
         let status = watch(ctx, &sfd, &console, &mut log, init_pid, &init_fd);
         drop(init_fd);

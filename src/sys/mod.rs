@@ -50,9 +50,15 @@ struct CloneArgs {
 /// clone3(2) without a new stack: fork-like semantics (the child continues
 /// here on a copy of the address space) plus namespace flags and a pidfd.
 ///
+/// With `cgroup`, a cgroup v2 directory, the child starts as a member of
+/// that cgroup (CLONE_INTO_CGROUP): no migration afterwards, so none of the
+/// RCU grace period a write to `cgroup.procs` can wait for.
+///
 /// Only call while the process is single-threaded: the child is a copy of
 /// this thread alone, and any lock another thread held stays locked in it.
-pub fn clone3(flags: u64, exit_signal: i32) -> io::Result<Cloned> {
+pub fn clone3(flags: u64, exit_signal: i32, cgroup: Option<RawFd>) -> io::Result<Cloned> {
+    /// From linux/sched.h (5.7+); not in every libc crate release.
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
     let mut pidfd: RawFd = -1;
     let mut args = CloneArgs {
         flags: flags | libc::CLONE_PIDFD as u64,
@@ -60,6 +66,10 @@ pub fn clone3(flags: u64, exit_signal: i32) -> io::Result<Cloned> {
         exit_signal: exit_signal as u64,
         ..Default::default()
     };
+    if let Some(fd) = cgroup {
+        args.flags |= CLONE_INTO_CGROUP;
+        args.cgroup = fd as u64;
+    }
     // SAFETY: args is a valid clone_args of the size passed; without CLONE_VM
     // and with stack 0 the child gets a private copy of our memory and stack
     // and returns 0 here, exactly like fork(2).
@@ -324,6 +334,108 @@ pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
         Ok(never) => match never {},
         Err(e) => io::Error::from_raw_os_error(e as i32),
     }
+}
+
+/// Put descriptors on fixed numbers for an exec (dup2 clears close-on-exec
+/// on the copies). Every source is first moved above all targets, so
+/// placing one can never clobber another still to be placed.
+pub fn place_fds(fds: &[(std::os::fd::BorrowedFd<'_>, RawFd)]) -> io::Result<()> {
+    let floor = fds.iter().map(|(_, t)| *t).max().unwrap_or(0) + 1;
+    let mut moved = Vec::with_capacity(fds.len());
+    for (fd, target) in fds {
+        let high = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor))
+            .map_err(|e| io::Error::from_raw_os_error(e as i32))?;
+        // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we now own.
+        moved.push((unsafe { OwnedFd::from_raw_fd(high) }, *target));
+    }
+    for (fd, target) in &moved {
+        // SAFETY: dup2 onto a plain integer slot; it closes whatever was
+        // there, which callers reserve for this purpose before an exec.
+        check(unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(fd), *target) } as i64)?;
+    }
+    Ok(())
+}
+
+/// An anonymous in-memory file holding `data`, positioned at its start:
+/// hands data of any size to an exec'd process as one descriptor.
+pub fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    let cname =
+        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: cname is a valid NUL-terminated string; flags are constants.
+    let fd = check(unsafe { libc::memfd_create(cname.as_ptr(), libc::MFD_CLOEXEC) } as i64)?;
+    // SAFETY: the kernel returned a new descriptor we now own.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
+    file.write_all(data)?;
+    file.rewind()?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Unmap this process's clean, read-only file pages (code and read-only
+/// data of the binary and its libraries) so that only what runs from now
+/// on faults back in. Pages stay in the page cache; only this process's
+/// resident set shrinks. Mappings holding any private (copied-on-write)
+/// page, such as relocated RELRO data, are left alone: dropping those
+/// would revert them to the file's contents. Single-threaded callers only.
+/// Returns the number of bytes of mappings dropped.
+pub fn drop_clean_file_pages() -> io::Result<usize> {
+    let smaps = std::fs::read_to_string("/proc/self/smaps")?;
+    let mut dropped = 0;
+    let mut current: Option<(usize, usize, bool)> = None;
+    let mut flush = |vma: Option<(usize, usize, bool)>, anon_kb: u64| -> io::Result<()> {
+        if let Some((start, end, clean_file)) = vma
+            && clean_file
+            && anon_kb == 0
+        {
+            // SAFETY: [start, end) is a whole mapping of ours, read-only,
+            // file-backed and without private pages: MADV_DONTNEED only
+            // unmaps page-cache pages, which fault back in unchanged.
+            check(unsafe {
+                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
+            } as i64)?;
+            dropped += end - start;
+        }
+        Ok(())
+    };
+    let mut anon_kb = 0;
+    for line in smaps.lines() {
+        if let Some(rest) = line.strip_prefix("Anonymous:") {
+            anon_kb = rest
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse()
+                .unwrap_or(1);
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms), Some(_off), Some(_dev), Some(inode)) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        ) else {
+            continue;
+        };
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        // A new mapping header: settle the previous one.
+        flush(current.take(), anon_kb)?;
+        anon_kb = 1;
+        let perms = perms.as_bytes();
+        let clean_file = perms.len() == 4 && perms[1] == b'-' && perms[3] == b'p' && inode != "0";
+        current = Some((start, end, clean_file));
+    }
+    flush(current.take(), anon_kb)?;
+    Ok(dropped)
 }
 
 /// Borrow a raw descriptor the process keeps open until it execs or exits
