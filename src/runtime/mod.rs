@@ -547,6 +547,10 @@ fn random_uuid() -> String {
 
 /// Boot the guest. Returns once init has been exec'd; the guest keeps
 /// running under its supervisor after the caller exits.
+///
+/// The supervisor is this executable re-exec'd (`/proc/self/exe`) with
+/// [`SUPERVISOR_ARG`]: a program calling this must dispatch that argument
+/// to [`supervisor_main`] first thing in `main`, as vsctl's does.
 pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
     validate(spec)?;
     if crate::sys::thread_count() > 1 {
