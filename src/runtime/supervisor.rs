@@ -436,7 +436,11 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
             log.note(&format!("removing network: {e}"));
         }
         drain(&console, &mut log, &mut socks);
-        state.ready = false;
+        if state.ready {
+            // Not ready any more, whatever comes next (a reboot or the end).
+            state.ready = false;
+            let _ = write_state(&spec.run_dir, &state);
+        }
         let info = exit_info(status);
         state.last_exit = info;
         let stop_requested = spec.run_dir.join(STOP_FILE).exists();
