@@ -152,3 +152,56 @@ fn console_attach_relay_refusal_and_start_wait() {
     drop(world);
     assert_eq!(leftovers(&base), Vec::<String>::new());
 }
+
+/// `--wait` for an init that is taken for systemd (by its name) but never
+/// sends READY=1: the timeout, then init dying first, each a clear error.
+#[test]
+fn start_wait_fails_on_timeout_and_when_init_dies_first() {
+    let world = World::new();
+    world.write_guest("fake", GUEST);
+    let applied = world.vsctl(&["apply"]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+    // An "init" named systemd: sleeps, or exits at once once /die exists.
+    let script = "mkdir -p /usr/lib/systemd && printf '#!/bin/sh\\n[ -e /die ] && exit 3\\nexec sleep 60\\n' \
+                  > /usr/lib/systemd/systemd && chmod 755 /usr/lib/systemd/systemd";
+    let out = world.vsctl(&["exec", "fake", "-T", "--", "/bin/sh", "-c", script]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    world.write_guest(
+        "fake",
+        &GUEST
+            .replace("template", "state = \"stopped\"\ntemplate")
+            .replace(
+                "stop_timeout = \"10s\"",
+                "stop_timeout = \"1s\"\ncommand = [\"/usr/lib/systemd/systemd\"]",
+            ),
+    );
+    let applied = world.vsctl(&["apply"]);
+    assert!(applied.status.success(), "{}", stderr(&applied));
+
+    let began = Instant::now();
+    let out = world.vsctl(&["start", "fake", "--wait", "--timeout", "2"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(began.elapsed() < Duration::from_secs(10));
+    assert!(
+        stderr(&out).contains("did not report ready: no READY=1 within 2 s"),
+        "{}",
+        stderr(&out)
+    );
+    let status = stdout(&world.vsctl(&["status", "fake"]));
+    assert!(status.contains("Readiness:  starting"), "{status}");
+
+    let out = world.vsctl(&["exec", "fake", "-T", "--", "/bin/touch", "/die"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(world.vsctl(&["stop", "fake"]).status.success());
+    let out = world.vsctl(&["start", "fake", "--wait", "--timeout", "30"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("init ended before it reported ready"),
+        "{}",
+        stderr(&out)
+    );
+
+    let base = world.cgroup_base.clone();
+    drop(world);
+    assert_eq!(leftovers(&base), Vec::<String>::new());
+}
