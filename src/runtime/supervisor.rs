@@ -561,10 +561,15 @@ fn watch(
             fds[n] = PollFd::new(server.listener(), PollFlags::POLLIN);
             listener_slot = Some(n);
             n += 1;
-            if let Some(client) = server.client()
-                && !pending
-            {
-                fds[n] = PollFd::new(client, PollFlags::POLLIN);
+            if let Some(client) = server.client() {
+                // While its last input waits for the pty, only a hang-up
+                // (always reported) is of interest.
+                let events = if pending {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLIN
+                };
+                fds[n] = PollFd::new(client, events);
                 client_slot = Some(n);
                 n += 1;
             }
@@ -586,6 +591,11 @@ fn watch(
         let notify_ready = readable(&fds[2]);
         let accept_ready = listener_slot.is_some_and(|i| readable(&fds[i]));
         let client_ready = client_slot.is_some_and(|i| readable(&fds[i]));
+        let client_gone = client_slot.is_some_and(|i| {
+            fds[i]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+        });
         if console_ready && let Ok(n) = nix::unistd::read(&console.master, &mut buf) {
             log.write(&buf[..n]);
             if let Some(server) = &mut socks.console {
@@ -598,6 +608,10 @@ fn watch(
             }
             if client_ready {
                 server.input(console.master.as_fd());
+            }
+            if client_gone && server.has_pending() {
+                // Its input can wait no longer: free the console.
+                server.hang_up();
             }
             if accept_ready {
                 server.accept();
