@@ -426,6 +426,14 @@ fn check_start_wait(lab: &Lab, guest: &str) {
     );
     let status = lab.vsctl_ok(&["status", guest]);
     assert!(status.contains("Readiness:  ready"), "{guest}: {status}");
+    eprintln!(
+        "{guest}: {:?}",
+        status
+            .lines()
+            .skip_while(|l| !l.starts_with("Readiness:"))
+            .take(2)
+            .collect::<Vec<_>>()
+    );
     let (_, json) = lab.world.vsctl_json(&["status", guest]);
     assert_eq!(json["runtime"]["ready"], true, "{json}");
 }
@@ -452,6 +460,7 @@ fn bookworm_guests_boot_systemd_and_serve_http_and_ssh() {
     let t = Instant::now();
     lab.vsctl_ok(&["apply"]);
     eprintln!("apply (3 guests) took {:.1?}", t.elapsed());
+    check_start_wait(&lab, "sdbw");
     boot_check(&lab, "sdbw", false);
 
     for (g, privileged, addr) in [
