@@ -120,7 +120,10 @@ pub enum Command {
                       to send a literal Ctrl-a. One client at a time: a second attach is refused.\n\n\
                       When standard input is not a terminal and ends (a pipe), vsctl console waits until the \
                       console has been quiet for --idle-ms milliseconds, then detaches; scripts can drive a \
-                      console this way. Detaching leaves whatever runs on the console (e.g. a shell) running."
+                      console this way (add --timeout for a console that never goes quiet). Detaching leaves \
+                      whatever runs on the console (e.g. a shell) running.\n\n\
+                      Exit codes: 0 detached (Ctrl-a q, end of input, --timeout, or the guest stopped), 1 error \
+                      (not running, another client attached)."
     )]
     Console {
         /// Guest name
@@ -128,6 +131,9 @@ pub enum Command {
         /// After standard input ends: detach once no output came for this long
         #[arg(long, value_name = "MS", default_value_t = 300)]
         idle_ms: u64,
+        /// Detach after this many seconds in any case
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
     },
     /// Print a guest's console log
     Logs {

@@ -113,6 +113,18 @@ fn console_attach_relay_refusal_and_start_wait() {
     // Detached: the console is free again.
     let again = console_with_input(&world, "con", b"", 300);
     assert!(again.status.success(), "{}", stderr(&again));
+    // --timeout ends an attach whose input never ends.
+    let mut held = world
+        .vsctl_command(&["console", "con", "--timeout", "1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let open_stdin = held.stdin.take();
+    let timed = wait_limited(held, Duration::from_secs(10));
+    drop(open_stdin);
+    assert!(timed.status.success(), "{}", stderr(&timed));
 
     // busybox init does not speak sd_notify: --wait returns once init runs.
     assert!(world.vsctl(&["stop", "con"]).status.success());

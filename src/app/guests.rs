@@ -119,12 +119,13 @@ pub fn restart(host: &Host, name: &str, wait: WaitArgs) -> i32 {
 }
 
 /// `vsctl console NAME`.
-pub fn console(host: &Host, name: &str, idle_ms: u64) -> i32 {
+pub fn console(host: &Host, name: &str, idle_ms: u64, timeout: Option<u64>) -> i32 {
     if let Err(code) = record(host, name) {
         return code;
     }
     let opts = runtime::AttachOptions {
         idle: Duration::from_millis(idle_ms),
+        timeout: timeout.map(Duration::from_secs),
     };
     match runtime::attach(&host.paths.guest_run_dir(name), name, opts) {
         Ok(_) => exit::OK,

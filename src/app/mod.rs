@@ -123,7 +123,11 @@ pub fn run(cli: Cli) -> i32 {
         Command::Start { name, wait } => guests::start(&host, &name, wait),
         Command::Stop { name, timeout } => guests::stop(&host, &name, timeout),
         Command::Restart { name, wait } => guests::restart(&host, &name, wait),
-        Command::Console { name, idle_ms } => guests::console(&host, &name, idle_ms),
+        Command::Console {
+            name,
+            idle_ms,
+            timeout,
+        } => guests::console(&host, &name, idle_ms, timeout),
         Command::Exec {
             name,
             tty,

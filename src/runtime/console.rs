@@ -240,6 +240,8 @@ pub enum Detached {
     InputEnded,
     /// The supervisor hung up: the guest stopped.
     GuestEnded,
+    /// `AttachOptions::timeout` passed.
+    TimedOut,
 }
 
 /// Options of [`attach`].
@@ -247,6 +249,8 @@ pub enum Detached {
 pub struct AttachOptions {
     /// After standard input ends: detach once no output came for this long.
     pub idle: Duration,
+    /// Detach after this long in any case (None: never).
+    pub timeout: Option<Duration>,
 }
 
 /// Puts a terminal in raw mode and restores it when dropped (also on
@@ -336,16 +340,32 @@ pub fn attach(run_dir: &Path, name: &str, opts: AttachOptions) -> Result<Detache
     let mut send_buf = Vec::with_capacity(buf.len() * 2);
     let mut stdin_open = true;
     let mut last_output = Instant::now();
+    let deadline = opts.timeout.map(|t| Instant::now() + t);
     loop {
-        let timeout = if stdin_open {
-            PollTimeout::NONE
-        } else {
+        // The nearest of: the idle limit once stdin ended, the deadline.
+        let mut wait: Option<Duration> = None;
+        if !stdin_open {
             let left = opts.idle.saturating_sub(last_output.elapsed());
             if left.is_zero() {
                 return Ok(Detached::InputEnded);
             }
-            PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32)
-                .unwrap_or(PollTimeout::ZERO)
+            wait = Some(left);
+        }
+        if let Some(d) = deadline {
+            let left = d.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                drop(_raw);
+                if is_tty {
+                    eprintln!("\r\nvsctl: detached from guest {name}'s console (timeout)");
+                }
+                return Ok(Detached::TimedOut);
+            }
+            wait = Some(wait.map_or(left, |w| w.min(left)));
+        }
+        let timeout = match wait {
+            None => PollTimeout::NONE,
+            Some(w) => PollTimeout::try_from(w.as_millis().clamp(1, 60_000) as i32)
+                .unwrap_or(PollTimeout::ZERO),
         };
         let stdin_fd = stdin.as_fd();
         let mut fds = [

@@ -929,9 +929,12 @@ mod tests {
             "/l".into(),
         );
         assert_eq!(stop_signal_for(&s), libc::SIGUSR2);
+        assert_eq!(init_kind(&s), InitKind::Busybox);
+        assert!(!speaks_sd_notify(&s));
         std::fs::remove_file(d.path().join("sbin/init")).unwrap();
         std::os::unix::fs::symlink("/lib/systemd/systemd", d.path().join("sbin/init")).unwrap();
         assert_eq!(stop_signal_for(&s), libc::SIGRTMIN() + 3);
+        assert!(speaks_sd_notify(&s));
         s.stop_signal = Some(15);
         assert_eq!(stop_signal_for(&s), 15);
     }
