@@ -75,6 +75,8 @@ pub enum Command {
     Start {
         /// Guest name
         name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Stop a guest: the signal its init expects, then kill what is left after the timeout
     Stop {
@@ -88,6 +90,8 @@ pub enum Command {
     Restart {
         /// Guest name
         name: String,
+        #[command(flatten)]
+        wait: WaitArgs,
     },
     /// Run a command inside a running guest (exit codes: the command's; 125 vsctl failed, 126 not running or not executable, 127 not found)
     Exec {
@@ -107,6 +111,29 @@ pub enum Command {
     Enter {
         /// Guest name
         name: String,
+    },
+    /// Attach the terminal to a running guest's console (Ctrl-a q detaches)
+    #[command(
+        long_about = "Attach the terminal to a running guest's console: what you type goes to the guest's \
+                      /dev/console, what the guest writes there comes back (and still goes to the console log). \
+                      A terminal is put in raw mode and restored on exit. Type Ctrl-a q to detach, Ctrl-a Ctrl-a \
+                      to send a literal Ctrl-a. One client at a time: a second attach is refused.\n\n\
+                      When standard input is not a terminal and ends (a pipe), vsctl console waits until the \
+                      console has been quiet for --idle-ms milliseconds, then detaches; scripts can drive a \
+                      console this way (add --timeout for a console that never goes quiet). Detaching leaves \
+                      whatever runs on the console (e.g. a shell) running.\n\n\
+                      Exit codes: 0 detached (Ctrl-a q, end of input, --timeout, or the guest stopped), 1 error \
+                      (not running, another client attached)."
+    )]
+    Console {
+        /// Guest name
+        name: String,
+        /// After standard input ends: detach once no output came for this long
+        #[arg(long, value_name = "MS", default_value_t = 300)]
+        idle_ms: u64,
+        /// Detach after this many seconds in any case
+        #[arg(long, value_name = "SECONDS")]
+        timeout: Option<u64>,
     },
     /// Print a guest's console log
     Logs {
@@ -134,6 +161,19 @@ pub enum Command {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
+}
+
+/// `start --wait` / `restart --wait`.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct WaitArgs {
+    /// Return once the guest is ready: its init sent READY=1 on NOTIFY_SOCKET
+    /// (systemd). For inits without sd_notify (busybox, sysvinit) this
+    /// returns once init has been started, and says so
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up (exit 1) after this many seconds
+    #[arg(long, value_name = "SECONDS", requires = "wait", default_value_t = 90)]
+    pub timeout: u64,
 }
 
 /// `vsctl runtime SPEC ...`: the runtime without the declarative layer, for

@@ -405,6 +405,39 @@ fn boot_check(lab: &Lab, guest: &str, privileged: bool) {
     check_container_interface(lab, guest, privileged);
 }
 
+/// `vsctl start --wait` returns only once systemd is done booting, and
+/// `vsctl status` says the guest is ready.
+fn check_start_wait(lab: &Lab, guest: &str) {
+    let t = Instant::now();
+    let out = lab.vsctl(&["start", guest, "--wait", "--timeout", "120"]);
+    assert!(
+        out.status.success(),
+        "{guest}: start --wait: {}\nlog:\n{}",
+        stderr(&out),
+        stdout(&lab.vsctl(&["logs", guest]))
+    );
+    assert!(stderr(&out).contains("is ready"), "{}", stderr(&out));
+    eprintln!("{guest}: ready after {:.1?}", t.elapsed());
+    let (_, state) = lab.exec(guest, &["systemctl", "is-system-running"]);
+    let state = state.trim();
+    assert!(
+        state == "running" || state == "degraded",
+        "{guest}: is-system-running right after start --wait: {state:?}"
+    );
+    let status = lab.vsctl_ok(&["status", guest]);
+    assert!(status.contains("Readiness:  ready"), "{guest}: {status}");
+    eprintln!(
+        "{guest}: {:?}",
+        status
+            .lines()
+            .skip_while(|l| !l.starts_with("Readiness:"))
+            .take(2)
+            .collect::<Vec<_>>()
+    );
+    let (_, json) = lab.world.vsctl_json(&["status", guest]);
+    assert_eq!(json["runtime"]["ready"], true, "{json}");
+}
+
 #[test]
 fn bookworm_guests_boot_systemd_and_serve_http_and_ssh() {
     if skip() {
@@ -427,6 +460,7 @@ fn bookworm_guests_boot_systemd_and_serve_http_and_ssh() {
     let t = Instant::now();
     lab.vsctl_ok(&["apply"]);
     eprintln!("apply (3 guests) took {:.1?}", t.elapsed());
+    check_start_wait(&lab, "sdbw");
     boot_check(&lab, "sdbw", false);
 
     for (g, privileged, addr) in [
@@ -463,6 +497,10 @@ fn trixie_guests_boot_systemd_in_unified_mode() {
     lab.add_guest("sdtx1", &guest_file("debian-trixie", "10.79.0.2", false));
     lab.add_guest("sdtx2", &guest_file("debian-trixie", "10.79.0.3", true));
     lab.vsctl_ok(&["apply"]);
+    // `start --wait` on a guest apply just booted: returns once its systemd
+    // sent READY=1 through /run/host/notify (unprivileged: sent by a mapped
+    // uid), and boot is then over.
+    check_start_wait(&lab, "sdtx1");
     for (g, privileged) in [("sdtx1", false), ("sdtx2", true)] {
         boot_check(&lab, g, privileged);
     }
@@ -484,11 +522,16 @@ fn trixie_guests_boot_systemd_in_unified_mode() {
         assert!(Instant::now() < deadline, "sdtx1 did not reboot: {st}");
         std::thread::sleep(Duration::from_millis(250));
     }
+    // Readiness is per boot: the rebooted init reports it again.
+    check_start_wait(&lab, "sdtx1");
     boot_check(&lab, "sdtx1", false);
     assert_eq!(lab.exec("sdtx1", &["cat", "/etc/machine-id"]).1, machine_id);
     for g in ["sdtx1", "sdtx2"] {
         lab.stop_and_check(g);
     }
+    // From stopped: `start --wait` boots the (privileged) guest and waits.
+    check_start_wait(&lab, "sdtx2");
+    lab.stop_and_check("sdtx2");
     assert_eq!(lab.links(), ["lo", "vsbr0"]);
     assert!(Path::new(&format!("/run/netns/{}", lab.netns)).exists());
     eprintln!("whole test: {:.1?}", t0.elapsed());

@@ -1,4 +1,4 @@
-//! `vsctl start|stop|restart|exec|enter|logs`: imperative commands on guests
+//! `vsctl start|stop|restart|exec|enter|console|logs`: imperative commands on guests
 //! that `vsctl apply` created. They act now, whatever the guest file's
 //! `state`; the next apply brings the guest back to what its file says.
 
@@ -6,6 +6,7 @@ use std::io::{IsTerminal, Read, Seek, SeekFrom, Write};
 use std::time::Duration;
 
 use super::{Host, exit};
+use crate::cli::WaitArgs;
 use crate::lifecycle;
 use crate::plan::RunStatus;
 use crate::runtime::{self, RuntimeError};
@@ -32,26 +33,55 @@ fn record(host: &Host, name: &str) -> Result<GuestRecord, i32> {
     }
 }
 
-pub fn start(host: &Host, name: &str) -> i32 {
+pub fn start(host: &Host, name: &str, wait: WaitArgs) -> i32 {
     let record = match record(host, name) {
         Ok(r) => r,
         Err(code) => return code,
     };
     let store = StateStore::new(&host.paths);
-    let _lock = match store.lock(true) {
-        Ok(lock) => lock,
-        Err(e) => return fail(&e),
-    };
-    if lifecycle::run_status(&host.paths, name) == RunStatus::Running {
-        eprintln!("vsctl: guest {name} is already running");
-        return exit::OK;
+    {
+        // The lock is held while starting, not while waiting for readiness.
+        let _lock = match store.lock(true) {
+            Ok(lock) => lock,
+            Err(e) => return fail(&e),
+        };
+        if lifecycle::run_status(&host.paths, name) == RunStatus::Running {
+            eprintln!("vsctl: guest {name} is already running");
+        } else {
+            match lifecycle::start(&host.paths, &host.settings, &record) {
+                Ok(started) => {
+                    eprintln!("vsctl: started {name} (init pid {})", started.init_pid);
+                }
+                Err(e) => return fail(&e),
+            }
+        }
     }
-    match lifecycle::start(&host.paths, &host.settings, &record) {
-        Ok(started) => {
-            eprintln!("vsctl: started {name} (init pid {})", started.init_pid);
+    if wait.wait {
+        wait_ready(host, name, Duration::from_secs(wait.timeout))
+    } else {
+        exit::OK
+    }
+}
+
+/// `--wait`: until init reports READY=1 (sd_notify), init ends, or the timeout.
+fn wait_ready(host: &Host, name: &str, timeout: Duration) -> i32 {
+    match runtime::wait_ready(&host.paths.guest_run_dir(name), timeout) {
+        Ok(runtime::Readiness::Ready { status }) => {
+            let status = status.map(|s| format!(": {s}")).unwrap_or_default();
+            eprintln!("vsctl: {name} is ready{status}");
             exit::OK
         }
-        Err(e) => fail(&e),
+        Ok(runtime::Readiness::NoNotify) => {
+            eprintln!(
+                "vsctl: {name}: its init does not report readiness (no sd_notify, e.g. busybox init \
+                 or sysvinit); init has been started, not waiting further"
+            );
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("vsctl: {e} (see `vsctl logs {name}`)");
+            exit::ERROR
+        }
     }
 }
 
@@ -81,10 +111,26 @@ pub fn stop(host: &Host, name: &str, timeout: Option<u64>) -> i32 {
     }
 }
 
-pub fn restart(host: &Host, name: &str) -> i32 {
+pub fn restart(host: &Host, name: &str, wait: WaitArgs) -> i32 {
     match stop(host, name, None) {
-        exit::OK => start(host, name),
+        exit::OK => start(host, name, wait),
         code => code,
+    }
+}
+
+/// `vsctl console NAME`.
+pub fn console(host: &Host, name: &str, idle_ms: u64, timeout: Option<u64>) -> i32 {
+    if let Err(code) = record(host, name) {
+        return code;
+    }
+    let opts = runtime::AttachOptions {
+        idle: Duration::from_millis(idle_ms),
+        timeout: timeout.map(Duration::from_secs),
+    };
+    match runtime::attach(&host.paths.guest_run_dir(name), name, opts) {
+        Ok(_) => exit::OK,
+        Err(RuntimeError::NotRunning(_)) => fail(&format!("guest {name} is not running")),
+        Err(e) => fail(&e),
     }
 }
 

@@ -120,9 +120,14 @@ pub fn run(cli: Cli) -> i32 {
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
         Command::Status { name } => status::status(&host, &name),
-        Command::Start { name } => guests::start(&host, &name),
+        Command::Start { name, wait } => guests::start(&host, &name, wait),
         Command::Stop { name, timeout } => guests::stop(&host, &name, timeout),
-        Command::Restart { name } => guests::restart(&host, &name),
+        Command::Restart { name, wait } => guests::restart(&host, &name, wait),
+        Command::Console {
+            name,
+            idle_ms,
+            timeout,
+        } => guests::console(&host, &name, idle_ms, timeout),
         Command::Exec {
             name,
             tty,

@@ -30,6 +30,8 @@ struct GuestStatus<'a> {
     seccomp: &'static str,
     disk: Option<DiskUsage>,
     disk_error: Option<String>,
+    /// Whether the guest's init reports readiness (READY=1 on NOTIFY_SOCKET).
+    speaks_sd_notify: bool,
     record: &'a GuestRecord,
 }
 
@@ -98,6 +100,9 @@ pub fn status(host: &Host, name: &str) -> i32 {
         },
         disk,
         disk_error,
+        speaks_sd_notify: runtime::read_spec(&run_dir)
+            .map(|spec| runtime::speaks_sd_notify(&spec))
+            .unwrap_or(false),
         record: &record,
     };
     match host.output {
@@ -118,13 +123,31 @@ fn print_text(report: &GuestStatus) {
     let spec = &report.record.spec;
     println!("Name:       {}", report.name);
     let since = match &report.runtime {
-        Some(GuestRuntimeState::Running { init_pid, since }) => {
+        Some(GuestRuntimeState::Running {
+            init_pid, since, ..
+        }) => {
             format!(" (init pid {init_pid}, since unix time {since})")
         }
         Some(GuestRuntimeState::Crashed { reason, .. }) => format!(" ({reason})"),
         _ => String::new(),
     };
     println!("Status:     {}{since}", word(&report.status));
+    if let Some(GuestRuntimeState::Running {
+        ready,
+        notify_status,
+        ..
+    }) = &report.runtime
+    {
+        let readiness = match (ready, report.speaks_sd_notify) {
+            (true, _) => String::from("ready"),
+            (false, true) => String::from("starting (no READY=1 from init yet)"),
+            (false, false) => String::from("unknown (init does not use sd_notify)"),
+        };
+        println!("Readiness:  {readiness}");
+        if let Some(text) = notify_status {
+            println!("  status    {text}");
+        }
+    }
     println!("Wanted:     {}", word(&spec.state));
     println!(
         "File:       {}",

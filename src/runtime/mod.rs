@@ -26,10 +26,13 @@
 #![deny(unsafe_code)]
 
 mod child;
+pub mod console;
 mod exec;
+pub mod notify;
 pub mod plan;
 mod supervisor;
 
+pub use console::{AttachOptions, Detached, attach};
 pub use exec::{exec, write_files};
 pub use supervisor::{SUPERVISOR_ARG, supervisor_main};
 
@@ -230,6 +233,10 @@ pub enum RuntimeError {
     Boot { name: String, msg: String },
     #[error("{0} must be called from a single-threaded process (it forks and joins namespaces)")]
     Threaded(&'static str),
+    #[error("console of guest {name}: {msg}")]
+    Console { name: String, msg: String },
+    #[error("guest {name} did not report ready: {msg}")]
+    NotReady { name: String, msg: String },
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -253,6 +260,12 @@ pub enum GuestRuntimeState {
     Running {
         init_pid: i32,
         since: u64,
+        /// init sent READY=1 on its notify socket (sd_notify) since it started.
+        #[serde(default)]
+        ready: bool,
+        /// The last STATUS= line init sent, if any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        notify_status: Option<String>,
     },
     Stopped {
         last_exit: Option<ExitInfo>,
@@ -301,6 +314,13 @@ pub struct RunState {
     pub root_dev: Option<cgroup::DevNum>,
     pub last_exit: Option<ExitInfo>,
     pub reason: Option<String>,
+    /// init sent READY=1 (sd_notify) since it last started; cleared again
+    /// by STOPPING=1 and by a reboot.
+    #[serde(default)]
+    pub ready: bool,
+    /// The last STATUS= line init sent since it last started.
+    #[serde(default)]
+    pub notify_status: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -383,16 +403,15 @@ pub fn status(run_dir: &Path) -> Result<GuestRuntimeState, RuntimeError> {
     };
     Ok(match st.phase {
         Phase::Running | Phase::Starting => {
-            if same_process(st.init_pid, st.init_start) {
-                GuestRuntimeState::Running {
-                    init_pid: st.init_pid,
-                    since: st.since,
-                }
-            } else if same_process(st.supervisor_pid, st.supervisor_start) {
+            if same_process(st.init_pid, st.init_start)
                 // Between init's exit and the supervisor's record (or a reboot).
+                || same_process(st.supervisor_pid, st.supervisor_start)
+            {
                 GuestRuntimeState::Running {
                     init_pid: st.init_pid,
                     since: st.since,
+                    ready: st.ready,
+                    notify_status: st.notify_status,
                 }
             } else {
                 GuestRuntimeState::Crashed {
@@ -520,22 +539,110 @@ fn init_on_host(spec: &RuntimeSpec) -> Option<PathBuf> {
         .find(|p| p.symlink_metadata().is_ok())
 }
 
-/// The signal that asks this guest's init to power off.
-pub fn stop_signal_for(spec: &RuntimeSpec) -> i32 {
-    if let Some(s) = spec.stop_signal {
-        return s;
-    }
-    // Only the link target's *name* is read, never followed on the host.
+/// Which init a guest boots, guessed from its init binary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitKind {
+    Busybox,
+    Systemd,
+    /// sysvinit or anything else.
+    Other,
+}
+
+/// Guess the guest's init from the name its init path links to (only the
+/// link target's *name* is read, never followed on the host).
+pub fn init_kind(spec: &RuntimeSpec) -> InitKind {
     let target = init_on_host(spec)
         .and_then(|p| fs::read_link(&p).ok().or(Some(p)))
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     if target.ends_with("busybox") {
-        libc::SIGUSR2 // busybox init: USR1 halt, USR2 poweroff, TERM reboot
+        InitKind::Busybox
     } else if target.contains("systemd") {
-        libc::SIGRTMIN() + 3 // systemd: SIGRTMIN+3 = halt/poweroff
+        InitKind::Systemd
     } else {
-        libc::SIGPWR // sysvinit (and LXC's default)
+        InitKind::Other
+    }
+}
+
+/// Whether the guest's init reports readiness on NOTIFY_SOCKET (systemd
+/// does; busybox init and sysvinit do not).
+pub fn speaks_sd_notify(spec: &RuntimeSpec) -> bool {
+    init_kind(spec) == InitKind::Systemd
+}
+
+/// The signal that asks this guest's init to power off.
+pub fn stop_signal_for(spec: &RuntimeSpec) -> i32 {
+    if let Some(s) = spec.stop_signal {
+        return s;
+    }
+    match init_kind(spec) {
+        InitKind::Busybox => libc::SIGUSR2, // USR1 halt, USR2 poweroff, TERM reboot
+        InitKind::Systemd => libc::SIGRTMIN() + 3, // SIGRTMIN+3 = halt/poweroff
+        InitKind::Other => libc::SIGPWR,    // sysvinit (and LXC's default)
+    }
+}
+
+/// What [`wait_ready`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    /// init sent READY=1; its last STATUS= line, if any.
+    Ready { status: Option<String> },
+    /// init does not speak sd_notify: it has been exec'd, nothing more is
+    /// known.
+    NoNotify,
+}
+
+/// Wait until the guest in `run_dir` is ready: its init sent READY=1 on the
+/// notify socket. For inits that do not speak sd_notify (see
+/// [`speaks_sd_notify`]) this returns [`Readiness::NoNotify`] at once, the
+/// guest being running. Fails if init ends first or `timeout` passes.
+pub fn wait_ready(run_dir: &Path, timeout: Duration) -> Result<Readiness, RuntimeError> {
+    let spec = read_spec(run_dir)?;
+    let not_ready = |msg: String| RuntimeError::NotReady {
+        name: spec.name.clone(),
+        msg,
+    };
+    let deadline = Instant::now() + timeout;
+    loop {
+        match status(run_dir)? {
+            GuestRuntimeState::Running {
+                ready: true,
+                notify_status,
+                ..
+            } => {
+                return Ok(Readiness::Ready {
+                    status: notify_status,
+                });
+            }
+            GuestRuntimeState::Running { .. } if !speaks_sd_notify(&spec) => {
+                return Ok(Readiness::NoNotify);
+            }
+            GuestRuntimeState::Running { .. } => {}
+            GuestRuntimeState::NotStarted => {
+                return Err(not_ready("the guest was never started".into()));
+            }
+            GuestRuntimeState::Stopped { last_exit } => {
+                return Err(not_ready(format!(
+                    "init ended before it reported ready ({last_exit:?})"
+                )));
+            }
+            GuestRuntimeState::Crashed { last_exit, reason } => {
+                return Err(not_ready(format!(
+                    "init ended before it reported ready: {reason} ({last_exit:?})"
+                )));
+            }
+        }
+        if Instant::now() >= deadline {
+            let last = read_state(run_dir)?
+                .and_then(|s| s.notify_status)
+                .map(|s| format!("; its last status: {s}"))
+                .unwrap_or_default();
+            return Err(not_ready(format!(
+                "no READY=1 within {} s{last}",
+                timeout.as_secs_f64()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -828,9 +935,12 @@ mod tests {
             "/l".into(),
         );
         assert_eq!(stop_signal_for(&s), libc::SIGUSR2);
+        assert_eq!(init_kind(&s), InitKind::Busybox);
+        assert!(!speaks_sd_notify(&s));
         std::fs::remove_file(d.path().join("sbin/init")).unwrap();
         std::os::unix::fs::symlink("/lib/systemd/systemd", d.path().join("sbin/init")).unwrap();
         assert_eq!(stop_signal_for(&s), libc::SIGRTMIN() + 3);
+        assert!(speaks_sd_notify(&s));
         s.stop_signal = Some(15);
         assert_eq!(stop_signal_for(&s), 15);
     }

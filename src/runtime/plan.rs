@@ -299,6 +299,15 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             content: text,
         });
     }
+    // systemd's readiness protocol, as systemd-nspawn offers it: the
+    // supervisor's datagram socket (created before the first boot) at
+    // /run/host/notify, named by NOTIFY_SOCKET in init's environment.
+    steps.push(Step::BindHost {
+        source: super::notify::host_path(&spec.run_dir),
+        target: r(super::notify::GUEST_PATH.trim_start_matches('/')),
+        dir: false,
+        read_only: false,
+    });
     steps.extend(cgroup_steps(
         &crate::cgroup::host_hierarchies(),
         spec.userns.is_some(),
@@ -333,7 +342,15 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         .iter()
         .map(|a| cstr(a, "init argument"))
         .collect::<Result<Vec<_>, _>>()?;
-    let env = environment(spec, uuid)
+    let mut env = environment(spec, uuid);
+    // Only init's: processes `vsctl exec` starts do not get it.
+    if !spec.env.contains_key("NOTIFY_SOCKET") {
+        env.push((
+            "NOTIFY_SOCKET".to_string(),
+            super::notify::GUEST_PATH.to_string(),
+        ));
+    }
+    let env = env
         .into_iter()
         .map(|(k, v)| {
             if k.contains('=') || k.is_empty() {
@@ -515,6 +532,48 @@ mod tests {
         assert!(env.contains(&("container".into(), "vsctl".into())));
         assert!(env.contains(&("container_uuid".into(), "abc".into())));
         assert!(!env.iter().any(|(k, _)| k == "USER" || k == "SSH_AUTH_SOCK"));
+    }
+
+    #[test]
+    fn init_gets_the_notify_socket() {
+        let p = build(&spec(), "u").unwrap();
+        assert!(
+            p.env
+                .contains(&CString::new("NOTIFY_SOCKET=/run/host/notify").unwrap())
+        );
+        let run = p
+            .steps
+            .iter()
+            .position(
+                |s| matches!(s, Step::Mount { target, .. } if target == &PathBuf::from("run")),
+            )
+            .unwrap();
+        let bind = p
+            .steps
+            .iter()
+            .position(|s| {
+                matches!(s, Step::BindHost { source, target, dir: false, .. }
+                    if source == &PathBuf::from("/run/vsctl/g1/notify")
+                        && target == &PathBuf::from("run/host/notify"))
+            })
+            .unwrap();
+        assert!(run < bind, "bound after /run is mounted");
+        // Not for processes `vsctl exec` starts (they use `environment`).
+        assert!(
+            !environment(&spec(), "u")
+                .iter()
+                .any(|(k, _)| k == "NOTIFY_SOCKET")
+        );
+        // The guest file's own value wins.
+        let mut s = spec();
+        s.env.insert("NOTIFY_SOCKET".into(), "/x".into());
+        let env = build(&s, "u").unwrap().env;
+        assert_eq!(
+            env.iter()
+                .filter(|e| e.to_bytes().starts_with(b"NOTIFY_SOCKET="))
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -9,6 +9,8 @@
 //! cgroup (poweroff: SIGINT; a requested stop; a crash). Like LXC's monitor,
 //! not a central daemon: one per guest, nothing shared.
 
+use super::console::ConsoleServer;
+use super::notify::{self, NotifySocket};
 use super::plan::ChildPlan;
 use super::{
     ExitInfo, Phase, RunState, RuntimeError, RuntimeSpec, STOP_FILE, Started, child, now_unix,
@@ -438,11 +440,14 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         root_dev: ctx.root_dev,
         last_exit: None,
         reason: None,
+        ready: false,
+        notify_status: None,
     };
     let mut report = Some(report);
     let fail =
         |state: &mut RunState, report: &mut Option<OwnedFd>, log: &mut ConsoleLog, msg: String| {
             log.note(&format!("boot failed: {msg}"));
+            remove_sockets(spec);
             let _ = super::teardown_network(spec);
             if let Ok(mgr) = ctx.cgroup.open() {
                 let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
@@ -467,6 +472,35 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
             fail(&mut state, &mut report, &mut log, e);
             return Err(());
         }
+    };
+    // Console clients are served from the poll loop: writes to the pty
+    // master must never block it.
+    if let Err(e) = set_nonblocking(&console.master) {
+        fail(&mut state, &mut report, &mut log, e);
+        return Err(());
+    }
+    // The notify socket is bound into the guest by the child plan, so it
+    // must exist before the first boot; `vsctl console` is optional.
+    let notify = match NotifySocket::bind(&spec.run_dir, spec.userns.map(|u| u.host_base)) {
+        Ok(n) => n,
+        Err(e) => {
+            fail(&mut state, &mut report, &mut log, e);
+            return Err(());
+        }
+    };
+    let console_server = match ConsoleServer::listen(&spec.run_dir) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            log.note(&format!(
+                "no console socket (vsctl console will not work): {e}"
+            ));
+            None
+        }
+    };
+    let mut socks = Sockets {
+        console: console_server,
+        notify,
+        guest_pidns: None,
     };
     // SIGCHLD (init ended) and SIGTERM (stop the guest) arrive through a
     // signalfd polled together with the console.
@@ -494,6 +528,9 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         state.init_pid = init_pid;
         state.init_start = proc_start_time(init_pid).unwrap_or(0);
         state.since = now_unix();
+        state.ready = false;
+        state.notify_status = None;
+        socks.guest_pidns = notify::pidns_of(init_pid);
         let _ = write_state(&spec.run_dir, &state);
         if let Some(r) = report.take() {
             let _ = nix::unistd::write(&r, format!("ok {init_pid} {me}").as_bytes());
@@ -503,7 +540,9 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         // the rest go from our resident set (it stays in the page cache).
         let _ = sys::drop_clean_file_pages();
 
-        let status = watch(ctx, &sfd, &console, &mut log, init_pid, &init_fd);
+        let status = watch(
+            ctx, &sfd, &console, &mut log, init_pid, &init_fd, &mut socks, &mut state,
+        );
         drop(init_fd);
         // Whatever init left behind (exec'd processes, escaped daemons)
         // goes with it, and so does its network's host side.
@@ -511,7 +550,12 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         if let Err(e) = super::teardown_network(spec) {
             log.note(&format!("removing network: {e}"));
         }
-        drain(&console, &mut log);
+        drain(&console, &mut log, &mut socks);
+        if state.ready {
+            // Not ready any more, whatever comes next (a reboot or the end).
+            state.ready = false;
+            let _ = write_state(&spec.run_dir, &state);
+        }
         let info = exit_info(status);
         state.last_exit = info;
         let stop_requested = spec.run_dir.join(STOP_FILE).exists();
@@ -538,12 +582,60 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         if let Err(e) = mgr.destroy(&spec.name, Duration::from_secs(10)) {
             log.note(&format!("removing cgroup: {e}"));
         }
+        remove_sockets(spec);
         let _ = write_state(&spec.run_dir, &state);
         return Ok(());
     }
 }
 
+/// The supervisor's sockets besides the console pty (see `console` and
+/// `notify`), served from the same poll loop.
+struct Sockets {
+    console: Option<ConsoleServer>,
+    notify: NotifySocket,
+    /// init's pid namespace: notify messages from elsewhere are dropped.
+    guest_pidns: Option<(u64, u64)>,
+}
+
+fn remove_sockets(spec: &RuntimeSpec) {
+    let _ = fs::remove_file(notify::host_path(&spec.run_dir));
+    let _ = fs::remove_file(super::console::host_path(&spec.run_dir));
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> Result<(), String> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    let flags = fcntl(fd, FcntlArg::F_GETFL).map_err(|e| format!("console flags: {e}"))?;
+    fcntl(
+        fd,
+        FcntlArg::F_SETFL(OFlag::from_bits_truncate(flags) | OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| format!("console flags: {e}"))?;
+    Ok(())
+}
+
+/// Apply notify messages to the run state; true when it changed.
+fn on_notify(state: &mut RunState, log: &mut ConsoleLog, msg: &notify::Message) -> bool {
+    let mut changed = false;
+    if msg.ready && !state.ready {
+        state.ready = true;
+        changed = true;
+        log.note("init reported ready (READY=1)");
+    }
+    if msg.stopping && state.ready {
+        state.ready = false;
+        changed = true;
+    }
+    if let Some(s) = msg.status
+        && state.notify_status.as_deref() != Some(s)
+    {
+        state.notify_status = Some(s.to_string());
+        changed = true;
+    }
+    changed
+}
+
 /// Copy console output until init exits; returns its wait status.
+#[allow(clippy::too_many_arguments)]
 fn watch(
     ctx: &Context,
     sfd: &SignalFd,
@@ -551,15 +643,53 @@ fn watch(
     log: &mut ConsoleLog,
     init_pid: i32,
     init_fd: &OwnedFd,
+    socks: &mut Sockets,
+    state: &mut RunState,
 ) -> WaitStatus {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut buf = [0u8; 16384];
+    let readable = |f: &PollFd| {
+        f.revents().is_some_and(|r| {
+            r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
+        })
+    };
     loop {
+        let pending = socks.console.as_ref().is_some_and(|c| c.has_pending());
+        let master_events = if pending {
+            PollFlags::POLLIN | PollFlags::POLLOUT
+        } else {
+            PollFlags::POLLIN
+        };
+        // Fixed slots: master, signals, notify, then the console listener
+        // and its client when there are.
         let mut fds = [
-            PollFd::new(console.master.as_fd(), PollFlags::POLLIN),
+            PollFd::new(console.master.as_fd(), master_events),
             PollFd::new(sfd.as_fd(), PollFlags::POLLIN),
+            PollFd::new(socks.notify.as_fd(), PollFlags::POLLIN),
+            PollFd::new(sfd.as_fd(), PollFlags::empty()),
+            PollFd::new(sfd.as_fd(), PollFlags::empty()),
         ];
-        match poll(&mut fds, PollTimeout::NONE) {
+        let mut n = 3;
+        let mut listener_slot = None;
+        let mut client_slot = None;
+        if let Some(server) = &socks.console {
+            fds[n] = PollFd::new(server.listener(), PollFlags::POLLIN);
+            listener_slot = Some(n);
+            n += 1;
+            if let Some(client) = server.client() {
+                // While its last input waits for the pty, only a hang-up
+                // (always reported) is of interest.
+                let events = if pending {
+                    PollFlags::empty()
+                } else {
+                    PollFlags::POLLIN
+                };
+                fds[n] = PollFd::new(client, events);
+                client_slot = Some(n);
+                n += 1;
+            }
+        }
+        match poll(&mut fds[..n], PollTimeout::NONE) {
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -567,11 +697,51 @@ fn watch(
         let console_ready = fds[0]
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+        let console_writable = fds[0]
+            .revents()
+            .is_some_and(|r| r.intersects(PollFlags::POLLOUT));
         let sig_ready = fds[1]
             .revents()
             .is_some_and(|r| r.intersects(PollFlags::POLLIN));
+        let notify_ready = readable(&fds[2]);
+        let accept_ready = listener_slot.is_some_and(|i| readable(&fds[i]));
+        let client_ready = client_slot.is_some_and(|i| readable(&fds[i]));
+        let client_gone = client_slot.is_some_and(|i| {
+            fds[i]
+                .revents()
+                .is_some_and(|r| r.intersects(PollFlags::POLLHUP | PollFlags::POLLERR))
+        });
         if console_ready && let Ok(n) = nix::unistd::read(&console.master, &mut buf) {
             log.write(&buf[..n]);
+            if let Some(server) = &mut socks.console {
+                server.output(&buf[..n]);
+            }
+        }
+        if let Some(server) = &mut socks.console {
+            if console_writable {
+                server.flush(console.master.as_fd());
+            }
+            if client_ready {
+                server.input(console.master.as_fd());
+            }
+            if client_gone && server.has_pending() {
+                // Its input can wait no longer: free the console.
+                server.hang_up();
+            }
+            if accept_ready {
+                server.accept();
+            }
+        }
+        if notify_ready {
+            let mut changed = false;
+            socks
+                .notify
+                .drain(&mut buf[..notify::MAX_MESSAGE], socks.guest_pidns, |m| {
+                    changed |= on_notify(state, log, &notify::parse(m))
+                });
+            if changed {
+                let _ = write_state(&ctx.spec.run_dir, state);
+            }
         }
         if sig_ready {
             while let Ok(Some(si)) = sfd.read_signal() {
@@ -599,14 +769,19 @@ fn watch(
 }
 
 /// Read what is left in the console buffer without blocking.
-fn drain(console: &Console, log: &mut ConsoleLog) {
+fn drain(console: &Console, log: &mut ConsoleLog, socks: &mut Sockets) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut buf = [0u8; 16384];
     for _ in 0..64 {
         let mut fds = [PollFd::new(console.master.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::ZERO) {
             Ok(n) if n > 0 => match nix::unistd::read(&console.master, &mut buf) {
-                Ok(n) if n > 0 => log.write(&buf[..n]),
+                Ok(n) if n > 0 => {
+                    log.write(&buf[..n]);
+                    if let Some(server) = &mut socks.console {
+                        server.output(&buf[..n]);
+                    }
+                }
                 _ => return,
             },
             _ => return,

@@ -123,7 +123,20 @@ impl World {
         self.run_vsctl(Command::new(env!("CARGO_BIN_EXE_vsctl")), args)
     }
 
+    /// `vsctl --root ROOT ARGS...` to spawn (stdin, stdout, stderr as the
+    /// caller sets them).
+    pub fn vsctl_command(&self, args: &[&str]) -> Command {
+        let mut command = self.command(env!("CARGO_BIN_EXE_vsctl"));
+        self.prepare_vsctl(&mut command, args);
+        command
+    }
+
     fn run_vsctl(&self, mut command: Command, args: &[&str]) -> Output {
+        self.prepare_vsctl(&mut command, args);
+        command.output().expect("run vsctl")
+    }
+
+    fn prepare_vsctl(&self, command: &mut Command, args: &[&str]) {
         command
             .arg("--root")
             .arg(self.root())
@@ -140,7 +153,6 @@ impl World {
         ] {
             command.env_remove(var);
         }
-        command.output().expect("run vsctl")
     }
 
     pub fn vsctl_json(&self, args: &[&str]) -> (i32, serde_json::Value) {
