@@ -202,6 +202,24 @@ pub enum RuntimeCommand {
     CpuUsage,
 }
 
+impl Command {
+    /// Commands that only read and print: when their reader goes away
+    /// (`vsctl status | head`), they may simply end, like `cat`. Commands
+    /// that change things never die half-way for a closed pipe.
+    pub fn only_reads(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate
+                | Command::Plan(_)
+                | Command::List
+                | Command::Status { .. }
+                | Command::Logs { .. }
+                | Command::Completions { .. }
+                | Command::Template(TemplateCommand::List | TemplateCommand::Verify { .. })
+        )
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TemplateCommand {
     /// Build a template (only when its definition changed, unless --force)

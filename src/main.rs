@@ -9,5 +9,8 @@ fn main() {
         vsctl::runtime::supervisor_main();
     }
     let cli = vsctl::cli::Cli::parse();
+    if cli.command.only_reads() {
+        vsctl::sys::default_sigpipe();
+    }
     std::process::exit(vsctl::app::run(cli));
 }

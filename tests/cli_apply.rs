@@ -219,6 +219,32 @@ fn status_and_list_report_guests() {
 }
 
 #[test]
+fn read_only_commands_end_quietly_when_their_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    let world = World::new();
+    world.write_guest("web1", WEB);
+    assert_eq!(code(&world.vsctl(&["apply"])), 0);
+    for args in [&["status", "web1"][..], &["list"], &["plan"]] {
+        // The read end is closed before vsctl writes its first line.
+        let mut child = world
+            .vsctl_command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(
+            out.status.success() || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?} {err}",
+            out.status
+        );
+    }
+}
+
+#[test]
 fn second_apply_waits_for_or_fails_on_the_lock() {
     use nix::fcntl::{Flock, FlockArg};
     let world = World::new();

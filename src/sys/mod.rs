@@ -462,6 +462,14 @@ pub fn reset_signals() {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
+/// Let SIGPIPE end the process (Rust ignores it by default, which turns a
+/// closed stdout into a panic on the next print).
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal};
+    // SAFETY: installing SIG_DFL runs no code of ours in signal context.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Allocate a pty from the devpts instance whose `ptmx` is at `ptmx` (e.g.
 /// a guest's `/proc/PID/root/dev/pts/ptmx`): returns (master, slave). The
 /// slave is opened with TIOCGPTPEER, i.e. from the master itself, never by a
