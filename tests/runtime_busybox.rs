@@ -222,6 +222,46 @@ fn stop_kills_an_init_that_ignores_the_stop_signal() {
 }
 
 #[test]
+fn sigterm_to_the_supervisor_stops_the_guest_within_its_stop_timeout() {
+    // What a service manager does to the supervisors in its unit's cgroup
+    // on `systemctl stop`: SIGTERM means "stop this guest", and an init
+    // that ignores the stop signal is killed once the stop timeout passes.
+    let mut g = Guest::busybox("bb-sigterm", None);
+    g.spec.init = vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "trap '' USR2 TERM INT; while :; do sleep 1; done".into(),
+    ];
+    g.spec.stop_signal = Some(libc::SIGUSR2);
+    g.spec.stop_timeout = Duration::from_millis(700);
+    g.save();
+    let started = g.start();
+    let init = started["init_pid"].as_i64().unwrap() as i32;
+    let supervisor = started["supervisor_pid"].as_i64().unwrap() as i32;
+    let t = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    while alive(supervisor) && t.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let took = t.elapsed();
+    assert!(
+        !alive(supervisor),
+        "supervisor still running after {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(600),
+        "init was not given its stop timeout: {took:?}"
+    );
+    assert!(!alive(init));
+    assert!(g.cgroup_dirs().is_empty());
+    assert_eq!(g.status()["state"], "stopped", "{}", g.status());
+}
+
+#[test]
 fn boot_failure_is_reported_and_cleaned_up() {
     let mut g = Guest::busybox("bb-badinit", None);
     g.spec.init = vec!["/sbin/does-not-exist".into()];

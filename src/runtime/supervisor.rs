@@ -648,6 +648,9 @@ fn watch(
 ) -> WaitStatus {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     let mut buf = [0u8; 16384];
+    // Set by SIGTERM: when init has not ended by then, it is killed (and
+    // with it its pid namespace), as `vsctl stop` would after its timeout.
+    let mut stop_deadline: Option<std::time::Instant> = None;
     let readable = |f: &PollFd| {
         f.revents().is_some_and(|r| {
             r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
@@ -689,7 +692,21 @@ fn watch(
                 n += 1;
             }
         }
-        match poll(&mut fds[..n], PollTimeout::NONE) {
+        let timeout = match stop_deadline {
+            None => PollTimeout::NONE,
+            Some(deadline) => {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    log.note("stop timeout passed: killing init");
+                    let _ = sys::pidfd_send_signal(init_fd.as_raw_fd(), libc::SIGKILL);
+                    stop_deadline = None;
+                    continue;
+                }
+                PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as i32)
+                    .unwrap_or(PollTimeout::MAX)
+            }
+        };
+        match poll(&mut fds[..n], timeout) {
             Ok(_) => {}
             Err(nix::Error::EINTR) => continue,
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -749,6 +766,7 @@ fn watch(
                     // `kill SUPERVISOR` means "stop this guest".
                     let _ = fs::write(ctx.spec.run_dir.join(STOP_FILE), b"");
                     let _ = sys::pidfd_send_signal(init_fd.as_raw_fd(), ctx.stop_signal);
+                    stop_deadline.get_or_insert(std::time::Instant::now() + ctx.spec.stop_timeout);
                 }
             }
             // Reap every child; only init is ours to watch.
