@@ -219,3 +219,85 @@ fn reads_stay_in_the_guest_and_refuse_special_files() {
     .unwrap();
     assert!(guestfile::read(&w.root, "etc/fifo").is_err());
 }
+
+/// A pid above the kernel's maximum (2^22): never a live process.
+const DEAD_PID: u32 = 99_999_999;
+
+#[test]
+fn stale_temporaries_of_the_file_are_removed_without_following_symlinks() {
+    let w = world();
+    let etc = w.root.join("etc");
+    // What a writer killed between creating its temporary and the rename
+    // leaves behind, from an earlier run (its pid is gone).
+    let stale = etc.join(format!(".hostname.vsctl-tmp-{DEAD_PID}-0"));
+    std::fs::write(&stale, b"half-written").unwrap();
+    let stale2 = etc.join(format!(".hostname.vsctl-tmp-{DEAD_PID}-7"));
+    std::fs::write(&stale2, b"").unwrap();
+    // A symlink named like a temporary, pointing at a host file: neither
+    // followed (the host file keeps its bytes) nor removed.
+    let trap = etc.join(format!(".hostname.vsctl-tmp-{}-1", DEAD_PID - 1));
+    symlink(&w.decoy, &trap).unwrap();
+    // A directory named like one is not ours either.
+    let dir = etc.join(format!(".hostname.vsctl-tmp-{}-2", DEAD_PID - 2));
+    std::fs::create_dir(&dir).unwrap();
+    // Not stale: a live writer's (pid 1 always exists), another file's, and
+    // names that only look similar.
+    let live = etc.join(".hostname.vsctl-tmp-1-0");
+    std::fs::write(&live, b"").unwrap();
+    let other = etc.join(format!(".hosts.vsctl-tmp-{DEAD_PID}-0"));
+    std::fs::write(&other, b"").unwrap();
+    let similar = etc.join(format!(".hostname.vsctl-tmp-{DEAD_PID}-0.keep"));
+    std::fs::write(&similar, b"").unwrap();
+
+    guestfile::write(&w.root, "/etc/hostname", b"web1\n", 0o644, None).unwrap();
+
+    assert_eq!(std::fs::read(etc.join("hostname")).unwrap(), b"web1\n");
+    assert!(!stale.exists(), "stale temporary left behind");
+    assert!(!stale2.exists(), "stale temporary left behind");
+    w.assert_host_untouched();
+    assert!(
+        std::fs::symlink_metadata(&trap)
+            .unwrap()
+            .file_type()
+            .is_symlink(),
+        "a symlink named like a temporary must stay as it is"
+    );
+    assert_eq!(std::fs::read_link(&trap).unwrap(), w.decoy);
+    assert!(dir.is_dir());
+    assert!(live.exists(), "a live writer's temporary was removed");
+    assert!(other.exists(), "another file's temporary was removed");
+    assert!(
+        similar.exists(),
+        "a name that only looks like a temporary was removed"
+    );
+    let mut names: Vec<_> = std::fs::read_dir(&etc)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names.len(), 6, "{names:?}");
+}
+
+#[test]
+fn stale_temporary_symlink_into_a_host_dir_is_not_followed() {
+    // The temporary's name in the guest points at a host directory holding a
+    // regular file of the same name: nothing outside the guest is removed.
+    let w = world();
+    let etc = w.root.join("etc");
+    let name = format!(".hostname.vsctl-tmp-{DEAD_PID}-0");
+    std::fs::write(w.decoy_dir.join(&name), b"host file").unwrap();
+    symlink(w.decoy_dir.join(&name), etc.join(&name)).unwrap();
+    guestfile::write(&w.root, "/etc/hostname", b"web1\n", 0o644, None).unwrap();
+    assert_eq!(
+        std::fs::read(w.decoy_dir.join(&name)).unwrap(),
+        b"host file"
+    );
+    assert!(
+        std::fs::symlink_metadata(etc.join(&name))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    std::fs::remove_file(w.decoy_dir.join(&name)).unwrap();
+    w.assert_host_untouched();
+}

@@ -121,25 +121,17 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
         how_to_fix: fix.to_string(),
     };
     match t {
-        XFS_SUPER_MAGIC | EXT4_SUPER_MAGIC => {
-            let xfs = t == XFS_SUPER_MAGIC;
+        XFS_SUPER_MAGIC => {
             let fd = open_dir(path)?;
             let flags = match sys::quota_state_flags(fd.as_fd()) {
                 Ok(f) => f,
                 // No quotactl operations at all for this filesystem: the
                 // kernel was built without its quota support.
                 Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                    return Ok(if xfs {
-                        unsupported(
-                            "this kernel was built without XFS quota support (CONFIG_XFS_QUOTA)",
-                            "boot a kernel with CONFIG_XFS_QUOTA=y and mount the filesystem with -o prjquota",
-                        )
-                    } else {
-                        unsupported(
-                            "this kernel was built without quota support for ext4 (CONFIG_QUOTA, CONFIG_QFMT_V2)",
-                            "boot a kernel with CONFIG_QUOTA=y and CONFIG_QFMT_V2=y, make the filesystem with mkfs.ext4 -O quota,project and mount it with -o prjquota",
-                        )
-                    });
+                    return Ok(unsupported(
+                        "this kernel was built without XFS quota support (CONFIG_XFS_QUOTA)",
+                        "boot a kernel with CONFIG_XFS_QUOTA=y and mount the filesystem with -o prjquota",
+                    ));
                 }
                 Err(e)
                     if matches!(
@@ -152,25 +144,81 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
                 Err(e) => return Err(io_err("quotactl", path, e)),
             };
             let ok = flags & sys::FS_QUOTA_PDQ_ACCT != 0 && flags & sys::FS_QUOTA_PDQ_ENFD != 0;
-            Ok(match (ok, xfs) {
-                (true, true) => QuotaSupport::Xfs,
-                (true, false) => QuotaSupport::Ext4,
-                (false, true) => unsupported(
+            Ok(if ok {
+                QuotaSupport::Xfs
+            } else {
+                unsupported(
                     "XFS project quotas are not enforced on this mount",
                     "mount the filesystem with -o prjquota (for the root filesystem: rootflags=prjquota on the kernel command line)",
-                ),
-                (false, false) => unsupported(
-                    "ext4 project quotas are not enabled on this mount",
-                    "the filesystem needs the project and quota features (mkfs.ext4 -O quota,project, or tune2fs -O project,quota on the unmounted device) and must be mounted with -o prjquota (kernel: CONFIG_QUOTA and CONFIG_QFMT_V2)",
-                ),
+                )
             })
         }
+        EXT4_SUPER_MAGIC => probe_ext4(path),
         BTRFS_SUPER_MAGIC => Ok(QuotaSupport::Btrfs),
         other => Ok(unsupported(
             &format!("filesystem type {other:#x} has no per-directory quotas vsctl can use"),
             "keep the state directory on XFS mounted with prjquota, ext4 with -O quota,project mounted with prjquota, or btrfs (btrfs quota enable)",
         )),
     }
+}
+
+/// How to give an existing ext4 filesystem project quotas; shared by the
+/// messages below.
+const EXT4_ADD_FEATURES: &str = "unmount it and run tune2fs -O quota,project on its device (project ids need inodes larger than 128 bytes: a filesystem made with -I 128 must be made again with mkfs.ext4 -I 256 -O quota,project), then mount it with -o prjquota; the kernel needs CONFIG_QFMT_V2 (module quota_v2) for the hidden quota inodes";
+
+/// ext4: project quotas need the kernel's quota support, the filesystem's
+/// `quota` and `project` features (hidden quota inodes, a project id per
+/// inode) and the `prjquota` mount option (enforcement). Each missing piece
+/// gets its own reason and fix.
+fn probe_ext4(path: &Path) -> Result<QuotaSupport, QuotaError> {
+    let unsupported = |reason: &str, fix: &str| QuotaSupport::Unsupported {
+        reason: reason.to_string(),
+        how_to_fix: fix.to_string(),
+    };
+    let fd = open_dir(path)?;
+    let flags = match sys::quota_state_flags(fd.as_fd()) {
+        Ok(f) => f,
+        // ext4 offers the quota state (Q_XGETQSTATV) only with the `quota`
+        // feature (hidden quota inodes). Without it, Q_GETFMT still answers
+        // if the kernel has quota support at all.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            return Ok(match sys::prj_getfmt(fd.as_fd()) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => unsupported(
+                    "this kernel was built without quota support for ext4 (CONFIG_QUOTA)",
+                    "boot a kernel with CONFIG_QUOTA=y and CONFIG_QFMT_V2=y, make the filesystem with mkfs.ext4 -I 256 -O quota,project and mount it with -o prjquota",
+                ),
+                _ => unsupported(
+                    "this ext4 filesystem was made without the quota and project features (no project ids, no quota accounting)",
+                    EXT4_ADD_FEATURES,
+                ),
+            });
+        }
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
+            ) =>
+        {
+            0
+        }
+        Err(e) => return Err(io_err("quotactl", path, e)),
+    };
+    Ok(
+        match (
+            flags & sys::FS_QUOTA_PDQ_ACCT != 0,
+            flags & sys::FS_QUOTA_PDQ_ENFD != 0,
+        ) {
+            (true, true) => QuotaSupport::Ext4,
+            (true, false) => unsupported(
+                "ext4 project quotas are counted but not enforced: the filesystem is mounted without prjquota",
+                "mount it with -o prjquota (add prjquota to its options in /etc/fstab; for the root filesystem: rootflags=prjquota on the kernel command line)",
+            ),
+            (false, _) => unsupported(
+                "this ext4 filesystem keeps no project quota (it has the quota feature, but not the project feature or no project quota inode)",
+                EXT4_ADD_FEATURES,
+            ),
+        },
+    )
 }
 
 fn require(path: &Path) -> Result<QuotaSupport, QuotaError> {

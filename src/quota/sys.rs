@@ -9,6 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 // ---- quotactl_fd(2) -------------------------------------------------------
 
 pub(crate) const PRJQUOTA: i32 = 2;
+pub(crate) const Q_GETFMT: i32 = 0x800004;
 pub(crate) const Q_GETQUOTA: i32 = 0x800007;
 pub(crate) const Q_SETQUOTA: i32 = 0x800008;
 /// XFS-style commands (linux/dqblk_xfs.h): XQM_CMD(x) = ('X' << 8) + x.
@@ -75,6 +76,17 @@ unsafe fn quotactl_fd(
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Q_GETFMT for project quotas: the quota format id (QFMT_*) while project
+/// quotas are on. Its errors tell apart a filesystem with no quota operations
+/// at all (ENOSYS: the kernel lacks quota support for it) from one whose
+/// project quota is merely off (ESRCH).
+pub(crate) fn prj_getfmt(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut fmt: u32 = 0;
+    // SAFETY: Q_GETFMT writes one u32 (the format id) to addr, which we own.
+    unsafe { quotactl_fd(fd, qcmd(Q_GETFMT, PRJQUOTA), 0, (&raw mut fmt).cast())? };
+    Ok(fmt)
 }
 
 pub(crate) fn prj_getquota(fd: BorrowedFd<'_>, id: u32) -> io::Result<libc::dqblk> {

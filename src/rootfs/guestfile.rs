@@ -12,6 +12,8 @@
 //! itself is written to a fresh temporary name (`O_CREAT|O_EXCL|O_NOFOLLOW`),
 //! fsynced and renamed over the target, so a symlink at the target is
 //! replaced, never followed, and a reader sees the old or the new file.
+//! Temporaries of the same file left by a killed writer are removed first
+//! (regular files only, by `unlinkat` on the directory fd).
 //! Reads refuse anything that is not a regular file (a guest could plant a
 //! device node of the host's disk) and cap the size.
 
@@ -19,8 +21,9 @@ use std::io::{Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Component, Path};
 
-use nix::fcntl::{OFlag, OpenHow, RenameFlags, ResolveFlag, openat, openat2, renameat2};
-use nix::sys::stat::{Mode, fchmod, fstat, mkdirat};
+use nix::dir::Dir;
+use nix::fcntl::{AtFlags, OFlag, OpenHow, RenameFlags, ResolveFlag, openat, openat2, renameat2};
+use nix::sys::stat::{Mode, fchmod, fstat, fstatat, mkdirat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fsync, unlinkat};
 
 use super::RootfsError;
@@ -144,6 +147,81 @@ fn open_parent(
     Ok(dir)
 }
 
+/// Start of the temporary names of `name`: `.NAME.vsctl-tmp-`, then
+/// `PID-ATTEMPT`. The name is cut to 64 characters so that a long target
+/// name cannot push the temporary past NAME_MAX.
+fn tmp_prefix(name: &str) -> String {
+    let short: String = name.chars().take(64).collect();
+    format!(".{short}.vsctl-tmp-")
+}
+
+/// The pid a temporary name of `prefix` was made by, if `entry` is one.
+fn tmp_pid(entry: &[u8], prefix: &str) -> Option<i32> {
+    let rest = std::str::from_utf8(entry.strip_prefix(prefix.as_bytes())?).ok()?;
+    let (pid, attempt) = rest.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(pid) || !digits(attempt) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Remove temporaries of this very file that a writer killed between
+/// creating and renaming its temporary left in `parent`. Only names of the
+/// form `prefix` + `PID-N` whose writer is gone (`kill(PID, 0)` says ESRCH;
+/// a live writer's temporary is left alone) and only regular files: the
+/// entry is examined with `AT_SYMLINK_NOFOLLOW` and removed with `unlinkat`
+/// on the directory fd, so a symlink named like a temporary is neither
+/// followed nor removed, and nothing outside `parent` is reached. A guest
+/// swapping the file for something else between the check and the unlink
+/// at worst loses that entry: `unlinkat` removes a name, never follows it.
+fn remove_stale_temporaries(
+    cx: &Ctx<'_>,
+    parent: &OwnedFd,
+    prefix: &str,
+) -> Result<(), RootfsError> {
+    // An own fd for reading the directory: the parent's offset stays alone.
+    let dirfd = openat(
+        parent,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| cx.io("open parent directory", e))?;
+    let mut dir = Dir::from_fd(dirfd).map_err(|e| cx.io("read parent directory", e))?;
+    let mut stale = Vec::new();
+    for entry in dir.iter() {
+        let entry = entry.map_err(|e| cx.io("read parent directory", e))?;
+        let bytes = entry.file_name().to_bytes();
+        if let Some(pid) = tmp_pid(bytes, prefix) {
+            stale.push((entry.file_name().to_owned(), pid));
+        }
+    }
+    for (entry, pid) in stale {
+        let alive = pid <= 0
+            || !matches!(
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+                Err(nix::errno::Errno::ESRCH)
+            );
+        if alive {
+            continue;
+        }
+        let st = match fstatat(parent, entry.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(nix::errno::Errno::ENOENT) => continue,
+            Err(e) => return Err(cx.io("stat stale temporary file", e)),
+        };
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            continue;
+        }
+        match unlinkat(parent, entry.as_c_str(), UnlinkatFlags::NoRemoveDir) {
+            Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(cx.io("remove stale temporary file", e)),
+        }
+    }
+    Ok(())
+}
+
 /// Write `contents` to `rel_path` inside the guest tree at `root`, atomically
 /// (temp file + fsync + rename), with permission bits `mode`. `owner` is the
 /// (uid, gid) of the guest's root as seen on the host (shifted guests); new
@@ -162,13 +240,13 @@ pub fn write(
     let (parents, name) = split(&cx, rel_path)?;
     let rootfd = open_root(&cx)?;
     let parent = open_parent(&cx, &rootfd, &parents, owner)?;
+    let prefix = tmp_prefix(name);
+    remove_stale_temporaries(&cx, &parent, &prefix)?;
 
     let mut tmp_name = String::new();
     let mut file = None;
     for attempt in 0..100u32 {
-        // Bounded, so a long target name cannot push it past NAME_MAX.
-        let short: String = name.chars().take(64).collect();
-        tmp_name = format!(".{short}.vsctl-tmp-{}-{attempt}", std::process::id());
+        tmp_name = format!("{prefix}{}-{attempt}", std::process::id());
         match openat(
             &parent,
             tmp_name.as_str(),

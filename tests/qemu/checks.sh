@@ -365,6 +365,94 @@ else
     fail xfs-disk "no XFS disk mounted at /mnt/xfs"
 fi
 
+# --- project quotas on ext4 (third virtio disk) -----------------------------
+# A third --root on /dev/vdc: ext4 made with -O quota,project -I 256 and
+# mounted with prjquota. Guests: eqo (unprivileged, strategy auto, which is
+# overlay on ext4: the quota tree is overlay/ = upper/ + work/), eqc
+# (unprivileged copy: the quota tree is the shifted rootfs) and eqp
+# (privileged overlay). Each: a write past the byte limit fails with EDQUOT
+# inside the guest, the inode limit stops file creation, a live raise by
+# editing the guest file lets the same write succeed without a restart, and
+# `vsctl status` (text and JSON) shows used/limit for bytes and inodes.
+# ext4_quota PREFIX GUEST
+ext4_quota() {
+    p=$1 g=$2
+    $V exec $g -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync 2>&1; rm -f /fill' > /tmp/q.out 2>&1
+    tail -2 /tmp/q.out | sed "s/^/    $g bytes: /"
+    check $p-bytes-edquot grep -q "Disk quota exceeded" /tmp/q.out
+    check $p-bytes-under-limit sh -c "[ \$(sed -n 's/^\([0-9]*\)+[0-9]* records out$/\1/p' /tmp/q.out) -le 16 ]"
+    # `true >` runs a regular builtin: no fork per file (TCG forks are slow);
+    # not `: >`: a failed redirection of a special builtin ends the shell.
+    $V exec $g -- sh -c 'mkdir /many; for i in $(seq 1 800); do { true > /many/f$i; } 2>/tmp/touch.err || { echo stopped-at-$i: $(cat /tmp/touch.err); break; }; done; rm -rf /many' > /tmp/q.out 2>&1
+    tail -1 /tmp/q.out | sed "s/^/    $g inodes: /"
+    check $p-inodes-stop grep -q "stopped-at-.*Disk quota exceeded" /tmp/q.out
+    pid0=$(sed -n 's/.*"init_pid": \([0-9]*\).*/\1/p' $QR/run/vsctl/$g/state.json)
+    sed -i 's/^quota = "16MiB"$/quota = "64MiB"/; s/^inodes = 600$/inodes = 5000/' "$G/$g.toml"
+    check $p-live-raise apply
+    check $p-live-same-init sh -c "[ -n '$pid0' ] && grep -q '\"init_pid\": $pid0,' $QR/run/vsctl/$g/state.json"
+    check $p-raised-write $V exec $g -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync && rm -f /fill'
+    check $p-raised-files $V exec $g -- sh -c 'mkdir /many && for i in $(seq 1 800); do true > /many/f$i || exit 1; done'
+    check $p-keep-8m $V exec $g -- dd if=/dev/zero of=/keep bs=1M count=8 conv=fsync
+    $V status $g --output json > /tmp/qs.json 2>&1
+    $V status $g > /tmp/qs.txt 2>&1
+    grep '^Disk:' /tmp/qs.txt | sed "s/^/    $g status: /"
+    bu=$(sed -n 's/.*"bytes_used": \([0-9]*\).*/\1/p' /tmp/qs.json)
+    iu=$(sed -n 's/.*"inodes_used": \([0-9]*\).*/\1/p' /tmp/qs.json)
+    check $p-status-json-limits sh -c "grep -q '\"bytes_limit\": 67108864' /tmp/qs.json && grep -q '\"inodes_limit\": 5000' /tmp/qs.json"
+    check $p-status-json-used sh -c "[ ${bu:-0} -ge 8388608 ] && [ ${bu:-0} -le 16777216 ] && [ ${iu:-0} -ge 801 ] && [ ${iu:-0} -le 2000 ]"
+    check $p-status-text grep -q "^Disk: *$bu bytes used of 67108864, $iu inodes used of 5000$" /tmp/qs.txt
+}
+if grep -q ' /mnt/ext4q ext4 .*prjquota' /proc/mounts; then
+    t_ext4=$(now_ms)
+    G1=$G V1=$V
+    QR=/mnt/ext4q/root
+    G=$QR/etc/vsctl/guests.d V="vsctl --root $QR"
+    mkdir -p "$G"
+    check ext4q-template-build $V template build busybox
+    guest eqo true 'pids = 64' '[disk]' 'quota = "16MiB"' 'inodes = 600'
+    guest eqc true 'pids = 64' '[disk]' 'quota = "16MiB"' 'inodes = 600' '[rootfs]' 'strategy = "copy"'
+    guest eqp false 'pids = 64' '[disk]' 'quota = "16MiB"' 'inodes = 600'
+    check ext4q-apply apply
+    check ext4q-auto-is-overlay grep -q '"kind": "overlay"' $QR/var/lib/vsctl/guests/eqo/record.json
+    check ext4q-copy-is-tree grep -q '"kind": "tree"' $QR/var/lib/vsctl/guests/eqc/record.json
+    ext4_quota ext4q-unpriv-overlay eqo
+    ext4_quota ext4q-unpriv-copy eqc
+    ext4_quota ext4q-priv-overlay eqp
+    sed -i 's/^state = "running"$/state = "stopped"/' "$G"/*.toml
+    check ext4q-all-stopped apply
+    check ext4q-cgroups-gone sh -c "[ ! -e $CG/eqo ] && [ ! -e $CG/eqc ] && [ ! -e $CG/eqp ]"
+    # The same filesystem mounted without prjquota: usage is still counted,
+    # limits are not enforced, and vsctl must say exactly that.
+    if umount /mnt/ext4q && mount -t ext4 /dev/vdc /mnt/ext4q; then
+        sed -i 's/^quota = "64MiB"$/quota = "32MiB"/' "$G/eqo.toml"
+        if apply; then
+            fail ext4q-noprjquota-refused "apply succeeded on a mount without prjquota"
+        else
+            check ext4q-noprjquota-refused-clearly grep -q 'mounted without prjquota.*mount it with -o prjquota' /tmp/apply.out
+        fi
+        check ext4q-noprjquota-status sh -c "$V status eqo | grep -q '^Disk:.*without prjquota'"
+        umount /mnt/ext4q
+        mount -t ext4 -o prjquota /dev/vdc /mnt/ext4q || echo "    cannot remount /dev/vdc with prjquota"
+    else
+        fail ext4q-remount "cannot remount /dev/vdc without prjquota"
+    fi
+    # The main disk is ext4 without the quota features: a guest with [disk]
+    # limits there must be refused, saying why and how to fix it.
+    G=/mnt/disk/noquota/etc/vsctl/guests.d V="vsctl --root /mnt/disk/noquota"
+    mkdir -p "$G"
+    check ext4-noquota-template-build $V template build busybox
+    STATE=stopped guest nq true '[disk]' 'quota = "16MiB"'
+    if apply; then
+        fail ext4-noquota-refused "apply succeeded without project quotas"
+    else
+        check ext4-noquota-refused-clearly sh -c "grep -q 'made without the quota and project features' /tmp/apply.out && grep -q 'tune2fs -O quota,project' /tmp/apply.out && grep -q 'prjquota' /tmp/apply.out"
+    fi
+    echo "    ext4 quota checks took $(($(now_ms) - t_ext4)) ms"
+    G=$G1 V=$V1
+else
+    fail ext4q-disk "no ext4 prjquota disk mounted at /mnt/ext4q"
+fi
+
 # --- systemd: a Debian bookworm guest booting systemd (unprivileged) -------
 # Its template was built on the host (no network in here) and seeded onto the
 # disk by run-lane.sh; apply must find it built. systemd needs the guest's

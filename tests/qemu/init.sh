@@ -60,6 +60,11 @@ mkdir -p /mnt/xfs
 # prjquota: the disk-quota checks need XFS project quotas, which this kernel
 # (unlike the CI host's) is built with.
 [ -b /dev/vdb ] && { mount -t xfs -o prjquota /dev/vdb /mnt/xfs || mount -t xfs /dev/vdb /mnt/xfs || echo "lane: cannot mount /dev/vdb (XFS)"; }
+# The third disk: ext4 made with -O quota,project, mounted with prjquota
+# (needs quota_v2 loaded). No fallback mount: without prjquota the ext4
+# quota checks would test nothing, and checks.sh reports the missing mount.
+mkdir -p /mnt/ext4q
+[ -b /dev/vdc ] && { mount -t ext4 -o prjquota /dev/vdc /mnt/ext4q || { echo "lane: cannot mount /dev/vdc (ext4, prjquota)"; dmesg | tail -5; }; }
 
 echo "LANE-BOOTED: $(uname -r), $(nproc) cpus, cgroup controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control)"
 # stdin from /dev/null: the console is a terminal, and `vsctl exec` would
@@ -67,4 +72,5 @@ echo "LANE-BOOTED: $(uname -r), $(nproc) cpus, cgroup controllers: $(cat /sys/fs
 sh /lane/checks.sh < /dev/null 2>&1
 sync
 umount /mnt/disk 2>/dev/null
+umount /mnt/ext4q 2>/dev/null
 poweroff -f

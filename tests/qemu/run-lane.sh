@@ -4,7 +4,8 @@
 # Boots Debian stable's kernel (6.1 LTS) under QEMU (TCG: no KVM needed) with
 # a pure cgroup v2 hierarchy (`cgroup_no_v1=all`, cgroup2 mounted by our own
 # init), runs tests/qemu/checks.sh inside the VM against the release `vsctl`
-# binary (busybox guests on ext4/overlay and XFS/reflink, a veth guest, and a
+# binary (busybox guests on ext4/overlay and XFS/reflink, project quotas on
+# XFS and on ext4, a veth guest, and a
 # Debian bookworm guest booting systemd), and asserts on the serial console:
 # the VM must print exactly one `N passed, M failed` line with M = 0 before
 # the timeout. See docs/qemu-lane.md.
@@ -105,8 +106,10 @@ VSCTL=$REPO/target/$PROFILE/vsctl
 # What the checks need and the kernel builds as modules: the virtio disk and
 # its filesystem, overlayfs (guest roots), xfs (reflink clones), loop,
 # veth/bridge/sch_ingress (clsact)/cls_bpf (guest networking and its
-# anti-spoofing filters). crc32c_generic is ext4's soft dependency.
-WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge sch_ingress cls_bpf dummy ipvlan)
+# anti-spoofing filters), quota_v2 (the quota file format of ext4's hidden
+# quota inodes: without it mounting the quota disk with prjquota fails).
+# crc32c_generic is ext4's soft dependency.
+WANT_MODULES=(crc32c_generic virtio_pci virtio_blk ext4 overlay loop xfs veth bridge sch_ingress cls_bpf dummy ipvlan quota_v2)
 declare -A MODFILE=() SEEN=()
 MODORDER=()
 while IFS= read -r f; do
@@ -209,6 +212,14 @@ rm -f "$XDISK"
 truncate -s 512M "$XDISK"
 mkfs.xfs -q -f -c options=/usr/share/xfsprogs/mkfs/lts_6.1.conf -L vsxfs "$XDISK" 2>/dev/null ||
     mkfs.xfs -q -f -m reflink=1 -L vsxfs "$XDISK"
+# A third, small ext4 disk with project quotas for the ext4 [disk] checks:
+# the `quota` feature keeps usage in hidden quota inodes (no quotacheck),
+# `project` stores a project id per inode, which needs inodes larger than
+# 128 bytes. The VM mounts it with -o prjquota.
+QDISK=$RUN/ext4q.img
+rm -f "$QDISK"
+truncate -s 256M "$QDISK"
+mkfs.ext4 -q -F -O quota,project -I 256 -L vsquota "$QDISK"
 SERIAL=$RUN/serial.log
 : > "$SERIAL"
 
@@ -221,11 +232,12 @@ timeout --foreground -k 10 "$TIMEOUT" qemu-system-x86_64 \
     -append "console=ttyS0 panic=-1 loglevel=4 cgroup_no_v1=all lane.smp=$SMP" \
     -drive "file=$DISK,format=raw,if=virtio,cache=unsafe" \
     -drive "file=$XDISK,format=raw,if=virtio,cache=unsafe" \
+    -drive "file=$QDISK,format=raw,if=virtio,cache=unsafe" \
     -nic none -display none -monitor none -serial stdio -no-reboot \
     < /dev/null 2>&1 | tee "$SERIAL" | sed -u 's/^/vm| /'
 qrc=${PIPESTATUS[0]}
 set -e
-[ "${LANE_KEEP:-0}" = 1 ] || rm -f "$DISK" "$XDISK"
+[ "${LANE_KEEP:-0}" = 1 ] || rm -f "$DISK" "$XDISK" "$QDISK"
 log "qemu exited with $qrc after $(($(date +%s) - START))s; serial log: $SERIAL"
 
 # --- verdict ---------------------------------------------------------------
