@@ -700,33 +700,37 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
         RootfsMount::Tree { path } => cgroup::backing_device(path),
         RootfsMount::Overlay { upper, .. } => cgroup::backing_device(upper),
     };
-    // A previous crashed run may have left the cgroup: start from scratch.
-    mgr.destroy(&spec.name, Duration::from_secs(5))?;
-    mgr.create(&spec.name)?;
-    let prepared = mgr
-        .apply(&spec.name, &spec.limits, root_dev)
-        .and_then(|()| match spec.userns {
-            Some(u) => mgr.delegate(&spec.name, u.host_base, u.host_base),
-            None => Ok(()),
-        });
-    if let Err(e) = prepared {
-        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
-        return Err(e.into());
-    }
     let cgroup_ref = ManagerRef {
         version: mgr.version(),
         root: PathBuf::from("/sys/fs/cgroup"),
         base: spec.cgroup_base.clone(),
     };
-
-    let launch = supervisor::Launch {
+    // The supervisor's exec and setup run while this process prepares the
+    // cgroup; it boots nothing until told to go.
+    let pending = supervisor::spawn(supervisor::Launch {
         spec: spec.clone(),
         container_uuid,
         stop_signal,
         cgroup: cgroup_ref,
         root_dev,
-    };
-    let res = supervisor::spawn(launch);
+    })?;
+    // A previous crashed run may have left the cgroup: start from scratch.
+    // Limits are in place before init exists, so they bite from its first
+    // instruction.
+    let prepared = mgr
+        .destroy(&spec.name, Duration::from_secs(5))
+        .and_then(|()| mgr.create(&spec.name))
+        .and_then(|()| mgr.apply(&spec.name, &spec.limits, root_dev))
+        .and_then(|()| match spec.userns {
+            Some(u) => mgr.delegate(&spec.name, u.host_base, u.host_base),
+            None => Ok(()),
+        });
+    if let Err(e) = prepared {
+        pending.abort();
+        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
+        return Err(e.into());
+    }
+    let res = pending.go();
     if res.is_err() {
         let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
     }

@@ -62,11 +62,23 @@ pub const SUPERVISOR_ARG: &str = "__vsctl-supervisor";
 /// pipe on.
 const LAUNCH_FD: i32 = 3;
 const REPORT_FD: i32 = 4;
+/// One byte here lets the supervisor boot; end-of-file without it (the
+/// launcher failed to prepare the cgroup) makes it exit quietly.
+const GO_FD: i32 = 5;
 
-/// Start the supervisor (double fork + setsid, so it is nobody's zombie and
-/// has no controlling terminal, then exec of this binary's supervisor mode)
-/// and wait for its report on the first boot.
-pub(super) fn spawn(launch: Launch) -> Result<Started, RuntimeError> {
+/// A supervisor launched but held before its first boot: its exec and
+/// setup overlap whatever the caller still has to do (the cgroup), then
+/// [`Pending::go`] lets it boot.
+pub(super) struct Pending {
+    name: String,
+    report: OwnedFd,
+    go: OwnedFd,
+}
+
+/// Launch the supervisor (double fork + setsid, so it is nobody's zombie and
+/// has no controlling terminal, then exec of this binary's supervisor mode).
+/// It waits for [`Pending::go`] before booting the guest.
+pub(super) fn spawn(launch: Launch) -> Result<Pending, RuntimeError> {
     let name = launch.spec.name.clone();
     let data = serde_json::to_vec(&launch).expect("launch data serializes");
     let launch_fd = sys::memfd_with("vsctl-launch", &data).map_err(|e| RuntimeError::Io {
@@ -74,16 +86,18 @@ pub(super) fn spawn(launch: Launch) -> Result<Started, RuntimeError> {
         source: e,
     })?;
     let (rep_r, rep_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
+    let (go_r, go_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io_err("pipe", e))?;
     let pid = sys::fork().map_err(|e| RuntimeError::Io {
         what: "fork supervisor".into(),
         source: e,
     })?;
     if pid == 0 {
         drop(rep_r);
+        drop(go_w);
         let _ = nix::unistd::setsid();
         match sys::fork() {
             Ok(0) => {
-                let e = exec_supervisor(&launch_fd, &rep_w);
+                let e = exec_supervisor(&launch_fd, &rep_w, &go_r);
                 let _ = nix::unistd::write(&rep_w, format!("err exec supervisor: {e}").as_bytes());
                 sys::exit_now(1)
             }
@@ -95,37 +109,65 @@ pub(super) fn spawn(launch: Launch) -> Result<Started, RuntimeError> {
         }
     }
     drop(rep_w);
+    drop(go_r);
     drop(launch_fd);
     let _ = waitpid(Pid::from_raw(pid), None);
-    let mut msg = String::new();
-    let _ = File::from(rep_r).read_to_string(&mut msg);
-    let mut it = msg.split_whitespace();
-    match it.next() {
-        Some("ok") => {
-            let init_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            let supervisor_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
-            Ok(Started {
-                init_pid,
-                supervisor_pid,
-            })
+    Ok(Pending {
+        name,
+        report: rep_r,
+        go: go_w,
+    })
+}
+
+impl Pending {
+    /// Let the supervisor boot the guest and wait for its report on the
+    /// first boot.
+    pub(super) fn go(self) -> Result<Started, RuntimeError> {
+        let Pending { name, report, go } = self;
+        let _ = nix::unistd::write(&go, b"1");
+        drop(go);
+        let mut msg = String::new();
+        let _ = File::from(report).read_to_string(&mut msg);
+        let mut it = msg.split_whitespace();
+        match it.next() {
+            Some("ok") => {
+                let init_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let supervisor_pid = it.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+                Ok(Started {
+                    init_pid,
+                    supervisor_pid,
+                })
+            }
+            Some("err") => Err(RuntimeError::Boot {
+                name,
+                msg: msg.trim_start_matches("err").trim().to_string(),
+            }),
+            _ => Err(RuntimeError::Boot {
+                name,
+                msg: "supervisor exited without a report".into(),
+            }),
         }
-        Some("err") => Err(RuntimeError::Boot {
-            name,
-            msg: msg.trim_start_matches("err").trim().to_string(),
-        }),
-        _ => Err(RuntimeError::Boot {
-            name,
-            msg: "supervisor exited without a report".into(),
-        }),
+    }
+
+    /// Call the launch off: the supervisor exits without booting anything.
+    /// Returns once it has gone.
+    pub(super) fn abort(self) {
+        drop(self.go);
+        let mut rest = Vec::new();
+        let _ = File::from(self.report).read_to_end(&mut rest);
     }
 }
 
-/// In the forked grandchild: put the launch data and report pipe on their
-/// fixed descriptors (dup2 clears close-on-exec) and exec this binary.
+/// In the forked grandchild: put the launch data and the report and go
+/// pipes on their fixed descriptors (dup2 clears close-on-exec) and exec this binary.
 /// Returns only on failure.
-fn exec_supervisor(launch: &OwnedFd, report: &OwnedFd) -> std::io::Error {
+fn exec_supervisor(launch: &OwnedFd, report: &OwnedFd, go: &OwnedFd) -> std::io::Error {
     use std::ffi::CString;
-    if let Err(e) = sys::place_fds(&[(launch.as_fd(), LAUNCH_FD), (report.as_fd(), REPORT_FD)]) {
+    if let Err(e) = sys::place_fds(&[
+        (launch.as_fd(), LAUNCH_FD),
+        (report.as_fd(), REPORT_FD),
+        (go.as_fd(), GO_FD),
+    ]) {
         return e;
     }
     let argv = [
@@ -165,6 +207,13 @@ pub fn supervisor_main() -> ! {
             sys::exit_now(1)
         }
     };
+    // Held here while the launcher prepares the cgroup.
+    let go = File::from(sys::own_fd(GO_FD));
+    let mut byte = [0u8; 1];
+    if !matches!((&go).read(&mut byte), Ok(1)) {
+        sys::exit_now(1)
+    }
+    drop(go);
     main(
         Context {
             spec: launch.spec,
