@@ -433,7 +433,9 @@ fn fail(err_w: RawFd, msg: &str) -> ! {
 }
 
 /// Child entry point. `sync_r` delivers one byte once the parent wrote the
-/// id maps and moved us into the cgroup; `err_w` is close-on-exec.
+/// id maps and moved us into the cgroup, and a second once the network is
+/// in place, which the setup here does not need but init does; `err_w` is
+/// close-on-exec.
 pub fn run(
     plan: &ChildPlan,
     console: &str,
@@ -458,6 +460,12 @@ pub fn run(
         fail(err_w, &e);
     }
     drop(idmapped);
+    // The parent set up the network meanwhile; a second byte says init may
+    // run (end-of-file: it gave up, so must we).
+    match nix::unistd::read(crate::sys::borrow_fd(sync_r), &mut b) {
+        Ok(1) => {}
+        _ => fail(err_w, "parent went away before init could run"),
+    }
     // No descriptor of the supervisor may reach the guest: keep stdio and
     // the close-on-exec error pipe only.
     if let Err(e) = crate::sys::close_fds_except(3, &[err_w]) {

@@ -405,8 +405,12 @@ fn boot(
                 if let Some((ours, _)) = &idmap {
                     send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
                 }
-                // Addresses, routes and lo are in place before init runs, so
-                // a guest boots networked even with an empty network config.
+                Ok(())
+            };
+            // Addresses, routes and lo are in place before init runs, so a
+            // guest boots networked even with an empty network config. Set
+            // up while the child mounts its filesystems (it needs neither).
+            let network = || -> Result<(), String> {
                 if let Some(net) = &ctx.spec.network
                     && !ctx.spec.host_network()
                 {
@@ -417,12 +421,21 @@ fn boot(
                 }
                 Ok(())
             };
-            if let Err(e) = setup() {
+            let ready = setup()
+                .map(|()| {
+                    let _ = nix::unistd::write(&sync_w, b"1");
+                })
+                .and_then(|()| network());
+            if let Err(e) = ready {
                 let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
                 let _ = waitpid(Pid::from_raw(pid), None);
-                return Err(e);
+                // A child that failed first (its namespace then gone under
+                // the network setup) has the error that explains it.
+                let mut msg = String::new();
+                let _ = File::from(err_r).read_to_string(&mut msg);
+                return Err(if msg.is_empty() { e } else { msg });
             }
-            let _ = nix::unistd::write(&sync_w, b"1");
+            let _ = nix::unistd::write(&sync_w, b"2");
             drop(sync_w);
             let mut msg = String::new();
             let _ = File::from(err_r).read_to_string(&mut msg);
