@@ -201,19 +201,25 @@ fn guest_reboot_restarts_init_and_poweroff_stops() {
     assert!(g.cgroup_dirs().is_empty());
 }
 
-#[test]
-fn stop_kills_an_init_that_ignores_the_stop_signal() {
-    // init = a shell that never exits on its own: SIGUSR2... is not what sh
-    // expects, so stop must fall back to killing the cgroup.
-    let mut g = Guest::busybox("bb-stubborn", None);
+/// A guest whose init (a shell) ignores its stop signal, SIGUSR2, and
+/// never exits on its own.
+fn stubborn_guest(name: &str, stop_timeout: Duration) -> Guest {
+    let mut g = Guest::busybox(name, None);
     g.spec.init = vec![
         "/bin/sh".into(),
         "-c".into(),
         "trap '' USR2 TERM INT; while :; do sleep 1; done".into(),
     ];
     g.spec.stop_signal = Some(libc::SIGUSR2);
-    g.spec.stop_timeout = Duration::from_millis(500);
+    g.spec.stop_timeout = stop_timeout;
     g.save();
+    g
+}
+
+#[test]
+fn stop_kills_an_init_that_ignores_the_stop_signal() {
+    // Stop must fall back to killing the cgroup.
+    let g = stubborn_guest("bb-stubborn", Duration::from_millis(500));
     let pid = g.start()["init_pid"].as_i64().unwrap() as i32;
     let out = g.stop();
     assert_eq!(out, serde_json::json!("killed"));
@@ -226,15 +232,7 @@ fn sigterm_to_the_supervisor_stops_the_guest_within_its_stop_timeout() {
     // What a service manager does to the supervisors in its unit's cgroup
     // on `systemctl stop`: SIGTERM means "stop this guest", and an init
     // that ignores the stop signal is killed once the stop timeout passes.
-    let mut g = Guest::busybox("bb-sigterm", None);
-    g.spec.init = vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "trap '' USR2 TERM INT; while :; do sleep 1; done".into(),
-    ];
-    g.spec.stop_signal = Some(libc::SIGUSR2);
-    g.spec.stop_timeout = Duration::from_millis(700);
-    g.save();
+    let g = stubborn_guest("bb-sigterm", Duration::from_millis(700));
     let started = g.start();
     let init = started["init_pid"].as_i64().unwrap() as i32;
     let supervisor = started["supervisor_pid"].as_i64().unwrap() as i32;

@@ -20,7 +20,7 @@
 mod sys;
 
 use std::ffi::{OsStr, OsString};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -123,25 +123,13 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
     match t {
         XFS_SUPER_MAGIC => {
             let fd = open_dir(path)?;
-            let flags = match sys::quota_state_flags(fd.as_fd()) {
-                Ok(f) => f,
+            let Some(flags) = quota_state(fd.as_fd(), path)? else {
                 // No quotactl operations at all for this filesystem: the
                 // kernel was built without its quota support.
-                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-                    return Ok(unsupported(
-                        "this kernel was built without XFS quota support (CONFIG_XFS_QUOTA)",
-                        "boot a kernel with CONFIG_XFS_QUOTA=y and mount the filesystem with -o prjquota",
-                    ));
-                }
-                Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
-                    ) =>
-                {
-                    0
-                }
-                Err(e) => return Err(io_err("quotactl", path, e)),
+                return Ok(unsupported(
+                    "this kernel was built without XFS quota support (CONFIG_XFS_QUOTA)",
+                    "boot a kernel with CONFIG_XFS_QUOTA=y and mount the filesystem with -o prjquota",
+                ));
             };
             let ok = flags & sys::FS_QUOTA_PDQ_ACCT != 0 && flags & sys::FS_QUOTA_PDQ_ENFD != 0;
             Ok(if ok {
@@ -162,6 +150,24 @@ pub fn probe(path: &Path) -> Result<QuotaSupport, QuotaError> {
     }
 }
 
+/// The filesystem's project quota state flags: `None` when it answers no
+/// quota state query at all (ENOSYS), 0 when quotas are merely off.
+fn quota_state(fd: BorrowedFd<'_>, path: &Path) -> Result<Option<u16>, QuotaError> {
+    match sys::quota_state_flags(fd) {
+        Ok(flags) => Ok(Some(flags)),
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => Ok(None),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
+            ) =>
+        {
+            Ok(Some(0))
+        }
+        Err(e) => Err(io_err("quotactl", path, e)),
+    }
+}
+
 /// How to give an existing ext4 filesystem project quotas; shared by the
 /// messages below.
 const EXT4_ADD_FEATURES: &str = "unmount it and run tune2fs -O quota,project on its device (project ids need inodes larger than 128 bytes: a filesystem made with -I 128 must be made again with mkfs.ext4 -I 256 -O quota,project), then mount it with -o prjquota; the kernel needs CONFIG_QFMT_V2 (module quota_v2) for the hidden quota inodes";
@@ -176,32 +182,20 @@ fn probe_ext4(path: &Path) -> Result<QuotaSupport, QuotaError> {
         how_to_fix: fix.to_string(),
     };
     let fd = open_dir(path)?;
-    let flags = match sys::quota_state_flags(fd.as_fd()) {
-        Ok(f) => f,
+    let Some(flags) = quota_state(fd.as_fd(), path)? else {
         // ext4 offers the quota state (Q_XGETQSTATV) only with the `quota`
         // feature (hidden quota inodes). Without it, Q_GETFMT still answers
         // if the kernel has quota support at all.
-        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            return Ok(match sys::prj_getfmt(fd.as_fd()) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => unsupported(
-                    "this kernel was built without quota support for ext4 (CONFIG_QUOTA)",
-                    "boot a kernel with CONFIG_QUOTA=y and CONFIG_QFMT_V2=y, make the filesystem with mkfs.ext4 -I 256 -O quota,project and mount it with -o prjquota",
-                ),
-                _ => unsupported(
-                    "this ext4 filesystem was made without the quota and project features (no project ids, no quota accounting)",
-                    EXT4_ADD_FEATURES,
-                ),
-            });
-        }
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::ESRCH | libc::ENOTSUP | libc::EINVAL)
-            ) =>
-        {
-            0
-        }
-        Err(e) => return Err(io_err("quotactl", path, e)),
+        return Ok(match sys::prj_getfmt(fd.as_fd()) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => unsupported(
+                "this kernel was built without quota support for ext4 (CONFIG_QUOTA)",
+                "boot a kernel with CONFIG_QUOTA=y and CONFIG_QFMT_V2=y, make the filesystem with mkfs.ext4 -I 256 -O quota,project and mount it with -o prjquota",
+            ),
+            _ => unsupported(
+                "this ext4 filesystem was made without the quota and project features (no project ids, no quota accounting)",
+                EXT4_ADD_FEATURES,
+            ),
+        });
     };
     Ok(
         match (
