@@ -245,6 +245,25 @@ fn read_only_commands_end_quietly_when_their_reader_goes_away() {
 }
 
 #[test]
+fn apply_finishes_its_work_when_its_reader_goes_away() {
+    let world = World::new();
+    world.write_guest("web1", WEB);
+    let mut child = world
+        .vsctl_command(&["apply"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = stderr(&out);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(code(&out), 0, "{err}");
+    let (_, json) = world.vsctl_json(&["list"]);
+    assert_eq!(json["guests"][0]["name"], "web1");
+}
+
+#[test]
 fn second_apply_waits_for_or_fails_on_the_lock() {
     use nix::fcntl::{Flock, FlockArg};
     let world = World::new();

@@ -8,6 +8,25 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+/// `println!` that never panics. A command whose reader went away
+/// (`vsctl apply | head -1`) carries on with its work and its exit code
+/// instead of dying half-way; commands that only read get SIGPIPE's default
+/// action instead (see `main`), so they end quietly.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `print!` that never panics, as [`outln!`].
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 mod guests;
 mod plumbing;
 mod status;
@@ -180,7 +199,7 @@ pub(crate) fn report_diags(diags: &[ConfigDiag], output: OutputFormat) -> i32 {
 }
 
 pub(crate) fn print_json<T: Serialize>(value: &T) {
-    println!(
+    outln!(
         "{}",
         serde_json::to_string_pretty(value).expect("output always serializes")
     );
@@ -205,7 +224,7 @@ fn validate(host: &Host) -> i32 {
                     "guests": guests.iter().map(|g| &g.spec.name).collect::<Vec<_>>(),
                     "errors": [],
                 })),
-                OutputFormat::Text => println!(
+                OutputFormat::Text => outln!(
                     "{} guest file{} valid",
                     guests.len(),
                     if guests.len() == 1 { "" } else { "s" }
@@ -314,7 +333,7 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
                 .iter()
                 .filter(|g| g.status == "failed")
                 .count();
-            println!(
+            outln!(
                 "Apply complete: {applied} guest{} changed, {failed} failed.",
                 if applied == 1 { "" } else { "s" }
             );
@@ -329,7 +348,7 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
 fn emit_plan(host: &Host, plan: &Plan) {
     match host.output {
         OutputFormat::Json => print_json(plan),
-        OutputFormat::Text => print!("{}", render::plan_text(plan, style())),
+        OutputFormat::Text => out!("{}", render::plan_text(plan, style())),
     }
 }
 
@@ -419,12 +438,15 @@ fn list(host: &Host) -> i32 {
             &serde_json::json!({ "format_version": plan::FORMAT_VERSION, "guests": entries }),
         ),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "{:<20} {:<10} {:<12} {:<20} ADDRESSES",
-                "NAME", "WANTED", "STATUS", "TEMPLATE"
+                "NAME",
+                "WANTED",
+                "STATUS",
+                "TEMPLATE"
             );
             for e in &entries {
-                println!(
+                outln!(
                     "{:<20} {:<10} {:<12} {:<20} {}",
                     e.name,
                     e.desired_state.as_deref().unwrap_or("-"),

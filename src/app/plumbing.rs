@@ -64,7 +64,7 @@ pub fn run(spec_path: &Path, command: RuntimeCommand) -> i32 {
     };
     match result {
         Ok(out) => {
-            println!("{out}");
+            outln!("{out}");
             0
         }
         Err(e) => {

@@ -121,7 +121,7 @@ fn word<T: Serialize>(value: &T) -> String {
 
 fn print_text(report: &GuestStatus) {
     let spec = &report.record.spec;
-    println!("Name:       {}", report.name);
+    outln!("Name:       {}", report.name);
     let since = match &report.runtime {
         Some(GuestRuntimeState::Running {
             init_pid, since, ..
@@ -131,7 +131,7 @@ fn print_text(report: &GuestStatus) {
         Some(GuestRuntimeState::Crashed { reason, .. }) => format!(" ({reason})"),
         _ => String::new(),
     };
-    println!("Status:     {}{since}", word(&report.status));
+    outln!("Status:     {}{since}", word(&report.status));
     if let Some(GuestRuntimeState::Running {
         ready,
         notify_status,
@@ -143,17 +143,17 @@ fn print_text(report: &GuestStatus) {
             (false, true) => String::from("starting (no READY=1 from init yet)"),
             (false, false) => String::from("unknown (init does not use sd_notify)"),
         };
-        println!("Readiness:  {readiness}");
+        outln!("Readiness:  {readiness}");
         if let Some(text) = notify_status {
-            println!("  status    {text}");
+            outln!("  status    {text}");
         }
     }
-    println!("Wanted:     {}", word(&spec.state));
-    println!(
+    outln!("Wanted:     {}", word(&spec.state));
+    outln!(
         "File:       {}",
         report.file.as_deref().unwrap_or("(removed: orphan)")
     );
-    println!(
+    outln!(
         "Template:   {} ({})",
         spec.template,
         report
@@ -164,17 +164,17 @@ fn print_text(report: &GuestStatus) {
     );
     match &report.record.rootfs {
         Some(crate::rootfs::RootfsLayout::Tree { path }) => {
-            println!("Rootfs:     {}", path.display())
+            outln!("Rootfs:     {}", path.display())
         }
         Some(crate::rootfs::RootfsLayout::Overlay { upper, .. }) => {
-            println!("Rootfs:     overlay, upper {}", upper.display())
+            outln!("Rootfs:     overlay, upper {}", upper.display())
         }
-        None => println!("Rootfs:     (none)"),
+        None => outln!("Rootfs:     (none)"),
     }
-    println!("Hostname:   {}", spec.hostname);
-    println!("Network:    {}", report.network);
+    outln!("Hostname:   {}", spec.hostname);
+    outln!("Network:    {}", report.network);
     for address in &spec.network.addresses {
-        println!("  address   {address}");
+        outln!("  address   {address}");
     }
     for interface in report.interfaces.iter().flatten() {
         let addresses: Vec<String> = interface
@@ -182,22 +182,22 @@ fn print_text(report: &GuestStatus) {
             .iter()
             .map(ToString::to_string)
             .collect();
-        println!("  live      {} {}", interface.name, addresses.join(" "));
+        outln!("  live      {} {}", interface.name, addresses.join(" "));
     }
     match (report.record.id_range, spec.security.userns) {
         (Some(range), true) => {
-            println!(
+            outln!(
                 "Userns:     yes: host uids/gids {}..{}",
                 range.host_base,
                 range.host_base + range.count - 1
             )
         }
-        _ => println!("Userns:     no (privileged guest, reduced capabilities)"),
+        _ => outln!("Userns:     no (privileged guest, reduced capabilities)"),
     }
-    println!("Seccomp:    {}", report.seccomp);
+    outln!("Seccomp:    {}", report.seccomp);
     let limits = &spec.limits;
     let show = |v: Option<String>| v.unwrap_or_else(|| String::from("-"));
-    println!(
+    outln!(
         "Limits:     memory {} swap {} cpus {} weight {} pids {}",
         show(limits.memory.map(|s| s.to_string())),
         show(limits.memory_swap.map(|s| s.to_string())),
@@ -206,7 +206,7 @@ fn print_text(report: &GuestStatus) {
         show(limits.pids.map(|c| c.to_string())),
     );
     if let Some(usage) = &report.disk {
-        println!(
+        outln!(
             "Disk:       {} bytes used of {}, {} inodes used of {}",
             usage.bytes_used,
             show(usage.bytes_limit.map(|b| b.to_string())),
@@ -215,7 +215,7 @@ fn print_text(report: &GuestStatus) {
         );
     }
     if let Some(error) = &report.disk_error {
-        println!("Disk:       {error}");
+        outln!("Disk:       {error}");
     }
-    println!("Protected:  {}", spec.protect);
+    outln!("Protected:  {}", spec.protect);
 }

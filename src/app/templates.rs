@@ -90,7 +90,7 @@ fn build(host: &Host, name: &str, force: bool) -> i32 {
                 OutputFormat::Json => print_json(
                     &serde_json::json!({ "format_version": FORMAT_VERSION, "build": outcome }),
                 ),
-                OutputFormat::Text => println!(
+                OutputFormat::Text => outln!(
                     "{} {} ({})",
                     outcome.name,
                     outcome.tree_digest,
@@ -117,12 +117,16 @@ fn list(host: &Host) -> i32 {
             &serde_json::json!({ "format_version": FORMAT_VERSION, "templates": listing }),
         ),
         OutputFormat::Text => {
-            println!(
+            outln!(
                 "{:<24} {:<16} {:>8} {:>12} {:>12}",
-                "NAME", "DIGEST", "FILES", "BYTES", "SHARED"
+                "NAME",
+                "DIGEST",
+                "FILES",
+                "BYTES",
+                "SHARED"
             );
             for t in &listing {
-                println!(
+                outln!(
                     "{:<24} {:<16} {:>8} {:>12} {:>12}",
                     t.name,
                     t.tree_digest.get(..16).unwrap_or(&t.tree_digest),
@@ -148,12 +152,12 @@ fn verify(host: &Host, name: &str) -> i32 {
         }
         OutputFormat::Text => {
             for path in &report.corrupted {
-                println!("corrupted: {}", path.display());
+                outln!("corrupted: {}", path.display());
             }
             for path in &report.missing {
-                println!("missing:   {}", path.display());
+                outln!("missing:   {}", path.display());
             }
-            println!(
+            outln!(
                 "{name}: {} ok, {} corrupted, {} missing",
                 report.ok,
                 report.corrupted.len(),
@@ -171,7 +175,7 @@ pub fn gc(host: &Host) -> i32 {
                 OutputFormat::Json => print_json(
                     &serde_json::json!({ "format_version": FORMAT_VERSION, "gc": report }),
                 ),
-                OutputFormat::Text => println!(
+                OutputFormat::Text => outln!(
                     "removed {} unreferenced object{} and {} stale build{}, freed {} bytes",
                     report.removed_objects,
                     if report.removed_objects == 1 { "" } else { "s" },
