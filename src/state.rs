@@ -146,6 +146,12 @@ impl StateStore {
             let Some(name) = entry.file_name().to_str().map(String::from) else {
                 continue;
             };
+            // Guests are directories with guest names; hidden entries are
+            // vsctl's own scratch files (a reflink probe a killed apply
+            // left behind, say).
+            if name.starts_with('.') || !entry.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             if let Some(record) = self.read(&name)? {
                 records.insert(name, record);
             }
@@ -278,6 +284,25 @@ pub(crate) mod tests {
             mounts: vec![],
             env: Default::default(),
         }
+    }
+
+    #[test]
+    fn records_skip_scratch_files_beside_the_guests() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::new(&Paths::under_root(dir.path()));
+        store.write(&GuestRecord::new(spec("web1"))).unwrap();
+        let guests = store
+            .record_path("web1")
+            .parent()
+            .unwrap()
+            .parent()
+            .unwrap()
+            .to_path_buf();
+        // What a killed apply's reflink probe leaves, and a stray file.
+        fs::write(guests.join(".vsctl-reflink-probe-1-2-a"), b"x").unwrap();
+        fs::write(guests.join("notes.txt"), b"x").unwrap();
+        let names: Vec<String> = store.records().unwrap().into_keys().collect();
+        assert_eq!(names, ["web1"]);
     }
 
     #[test]

@@ -39,7 +39,7 @@ fn big_fixture(root: &Path) {
 }
 
 /// A cheap xorshift seeded from the clock: kill points differ run to run;
-/// the seed is printed so a failure can be replayed by reading the log.
+/// the seed is printed so a failure can be replayed (VSCTL_CRASH_SEED).
 struct Rng(u64);
 impl Rng {
     fn next(&mut self) -> u64 {
@@ -311,10 +311,17 @@ fn killed_applies_converge(fs: Fs, strategy: &str) {
     let idle = t0.elapsed();
     host.reset_guest();
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
+    // VSCTL_CRASH_SEED replays a logged run's kill points (their timing
+    // still varies with the machine).
+    let seed = std::env::var("VSCTL_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
         | 1;
     eprintln!("seed {seed}, full apply {full:?}, idle apply {idle:?}");
     // Kill points from half the start-up time to the end of a full run.

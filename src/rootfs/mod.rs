@@ -221,18 +221,45 @@ pub fn resolve(
     }
 }
 
+const REFLINK_PROBE_PREFIX: &str = ".vsctl-reflink-probe-";
+
+/// Remove probe files that a killed vsctl left behind (their pid is gone).
+fn remove_stale_probes(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(REFLINK_PROBE_PREFIX))
+        else {
+            continue;
+        };
+        let pid_gone = rest
+            .split('-')
+            .next()
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+        if pid_gone && entry.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
 fn probe_reflink(dir: &Path) -> Result<(), RootfsError> {
     std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
+    remove_stale_probes(dir);
     let stamp = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     let a = dir.join(format!(
-        ".vsctl-reflink-probe-{}-{stamp}-a",
+        "{REFLINK_PROBE_PREFIX}{}-{stamp}-a",
         std::process::id()
     ));
     let b = dir.join(format!(
-        ".vsctl-reflink-probe-{}-{stamp}-b",
+        "{REFLINK_PROBE_PREFIX}{}-{stamp}-b",
         std::process::id()
     ));
     let result = (|| {
@@ -551,6 +578,26 @@ pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stale_reflink_probes_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this pid cannot be running.
+        let dead = dir
+            .path()
+            .join(format!("{REFLINK_PROBE_PREFIX}99999999-1-a"));
+        let live = dir
+            .path()
+            .join(format!("{REFLINK_PROBE_PREFIX}{}-1-a", std::process::id()));
+        let other = dir.path().join("web1");
+        for p in [&dead, &live, &other] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        remove_stale_probes(dir.path());
+        assert!(!dead.exists());
+        assert!(live.exists());
+        assert!(other.exists());
+    }
 
     #[test]
     fn strategy_config_spelling() {
