@@ -375,17 +375,21 @@ pub fn memfd_with(name: &str, data: &[u8]) -> io::Result<OwnedFd> {
 /// data of the binary and its libraries) so that only what runs from now
 /// on faults back in. Pages stay in the page cache; only this process's
 /// resident set shrinks. Mappings holding any private (copied-on-write)
-/// page, such as relocated RELRO data, are left alone: dropping those
-/// would revert them to the file's contents. Single-threaded callers only.
+/// page, resident or swapped out, such as relocated RELRO data, are left
+/// alone: dropping those would revert them to the file's contents.
+/// Single-threaded callers only.
 /// Returns the number of bytes of mappings dropped.
 pub fn drop_clean_file_pages() -> io::Result<usize> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
     let mut dropped = 0;
     let mut current: Option<(usize, usize, bool)> = None;
-    let mut flush = |vma: Option<(usize, usize, bool)>, anon_kb: u64| -> io::Result<()> {
+    // Private pages of the mapping being read: (resident "Anonymous:",
+    // swapped "Swap:"), each None until its line is seen.
+    type Private = (Option<u64>, Option<u64>);
+    let mut flush = |vma: Option<(usize, usize, bool)>, private: Private| -> io::Result<()> {
         if let Some((start, end, clean_file)) = vma
             && clean_file
-            && anon_kb == 0
+            && private == (Some(0), Some(0))
         {
             // SAFETY: [start, end) is a whole mapping of ours, read-only,
             // file-backed and without private pages: MADV_DONTNEED only
@@ -397,15 +401,21 @@ pub fn drop_clean_file_pages() -> io::Result<usize> {
         }
         Ok(())
     };
-    let mut anon_kb = 0;
+    let kb = |rest: &str| {
+        rest.trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()
+    };
+    let mut private: Private = (None, None);
     for line in smaps.lines() {
         if let Some(rest) = line.strip_prefix("Anonymous:") {
-            anon_kb = rest
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .unwrap_or(1);
+            private.0 = Some(kb(rest).unwrap_or(1));
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("Swap:") {
+            private.1 = Some(kb(rest).unwrap_or(1));
             continue;
         }
         let mut fields = line.split_whitespace();
@@ -428,13 +438,13 @@ pub fn drop_clean_file_pages() -> io::Result<usize> {
             continue;
         };
         // A new mapping header: settle the previous one.
-        flush(current.take(), anon_kb)?;
-        anon_kb = 1;
+        flush(current.take(), private)?;
+        private = (None, None);
         let perms = perms.as_bytes();
         let clean_file = perms.len() == 4 && perms[1] == b'-' && perms[3] == b'p' && inode != "0";
         current = Some((start, end, clean_file));
     }
-    flush(current.take(), anon_kb)?;
+    flush(current.take(), private)?;
     Ok(dropped)
 }
 
@@ -678,4 +688,34 @@ pub fn move_mount_to(tree: RawFd, target: &std::path::Path) -> io::Result<()> {
 pub fn own_fd(fd: RawFd) -> OwnedFd {
     // SAFETY: callers pass only fresh descriptors nothing else owns.
     unsafe { OwnedFd::from_raw_fd(fd) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropping_clean_file_pages_keeps_the_process_working() {
+        // In a forked child: the test harness is multi-threaded, the child
+        // is not.
+        let (r, w) = nix::unistd::pipe().unwrap();
+        let pid = fork().unwrap();
+        if pid == 0 {
+            let dropped = drop_clean_file_pages().unwrap_or(0);
+            // Code, read-only data and relocated data all still work.
+            let text = format!("{dropped} {}", ["a", "b"].join("-"));
+            let ok = dropped > 0 && text.ends_with("a-b");
+            let _ = nix::unistd::write(&w, if ok { b"y" } else { b"n" });
+            exit_now(0);
+        }
+        drop(w);
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None).unwrap();
+        let mut answer = [0u8; 1];
+        let n = nix::unistd::read(&r, &mut answer).unwrap();
+        assert_eq!(
+            status,
+            nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid), 0)
+        );
+        assert_eq!(&answer[..n], b"y");
+    }
 }
