@@ -41,6 +41,11 @@ mkroot() {
     printf '::sysinit:/bin/true\n::respawn:/bin/sleep 100000\n' > "$1/etc/inittab"
 }
 mkroot "$W/root"
+# The same tree owned by an unprivileged guest's id range (the default kind
+# of guest), which must be able to search its run directory's ancestors.
+chmod 755 "$W"
+cp -a "$W/root" "$W/root-u"
+chown -R -h 600000:600000 "$W/root-u"
 
 spec() { # name seccomp init...
     local name=$1 sec=$2; shift 2
@@ -54,6 +59,10 @@ spec sleeper true /bin/sleep 100000
 spec dd true /bin/sleep 100000
 spec ddnosec false /bin/sleep 100000
 spec bbinit true /sbin/init
+sed -e "s|\"$W/root\"|\"$W/root-u\"|" -e 's|"name":"bbinit"|"name":"bbinitu"|' \
+    -e "s|run-bbinit|run-bbinitu|; s|bbinit.log|bbinitu.log|" \
+    -e 's|"seccomp":true,|"seccomp":true,"userns":{"host_base":600000,"count":65536},|' \
+    "$W/bbinit.json" > "$W/bbinitu.json"
 
 now() { date +%s%N; }
 declare -A T
@@ -90,6 +99,8 @@ for i in $(seq "$N"); do
     timed vs_stop "$RT" "$W/sleeper.json" stop
     timed vs_bb_start "$RT" "$W/bbinit.json" start
     "$RT" "$W/bbinit.json" stop --timeout 0 >/dev/null 2>&1 || true
+    timed vs_bbu_start "$RT" "$W/bbinitu.json" start
+    "$RT" "$W/bbinitu.json" stop --timeout 0 >/dev/null 2>&1 || true
     if [ "$HAVE_LXC" = 1 ]; then
         timed lxc_start lxc-start -n bench -P "$W/lxc" -d
         timed lxc_attach lxc-attach -n bench -P "$W/lxc" -- /bin/true
@@ -144,6 +155,7 @@ printf '%-52s %12s\n' "----" "------"
 printf '%-52s %9s ms\n' "floor: unshare -pmuin --fork chroot ROOT /bin/true" "$(median_ms floor)"
 printf '%-52s %9s ms\n' "vsctl start (init=sleep, returns after exec)" "$(median_ms vs_start)"
 printf '%-52s %9s ms\n' "vsctl start (busybox init)" "$(median_ms vs_bb_start)"
+printf '%-52s %9s ms\n' "vsctl start (busybox init, unprivileged)" "$(median_ms vs_bbu_start)"
 printf '%-52s %9s ms\n' "vsctl stop (SIGKILL stop signal)" "$(median_ms vs_stop)"
 printf '%-52s %9s ms\n' "vsctl exec /bin/true" "$(median_ms vs_exec)"
 printf '%-52s %9s ms\n' "lxc-start -d (init=sleep)" "$(median_ms lxc_start)"
