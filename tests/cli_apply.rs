@@ -218,6 +218,19 @@ fn status_and_list_report_guests() {
     assert_eq!(code(&missing), 1);
 }
 
+/// Run vsctl with the read end of its stdout closed before it writes its
+/// first line.
+fn with_stdout_closed(world: &World, args: &[&str]) -> std::process::Output {
+    let mut child = world
+        .vsctl_command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn read_only_commands_end_quietly_when_their_reader_goes_away() {
     use std::os::unix::process::ExitStatusExt;
@@ -225,15 +238,7 @@ fn read_only_commands_end_quietly_when_their_reader_goes_away() {
     world.write_guest("web1", WEB);
     assert_eq!(code(&world.vsctl(&["apply"])), 0);
     for args in [&["status", "web1"][..], &["list"], &["plan"]] {
-        // The read end is closed before vsctl writes its first line.
-        let mut child = world
-            .vsctl_command(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        drop(child.stdout.take());
-        let out = child.wait_with_output().unwrap();
+        let out = with_stdout_closed(&world, args);
         let err = stderr(&out);
         assert!(!err.contains("panicked"), "{args:?}: {err}");
         assert!(
@@ -248,14 +253,7 @@ fn read_only_commands_end_quietly_when_their_reader_goes_away() {
 fn apply_finishes_its_work_when_its_reader_goes_away() {
     let world = World::new();
     world.write_guest("web1", WEB);
-    let mut child = world
-        .vsctl_command(&["apply"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    drop(child.stdout.take());
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdout_closed(&world, &["apply"]);
     let err = stderr(&out);
     assert!(!err.contains("panicked"), "{err}");
     assert_eq!(code(&out), 0, "{err}");

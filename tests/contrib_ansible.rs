@@ -46,6 +46,18 @@ impl World {
         path
     }
 
+    /// An inventory file for the vsctl inventory plugin over this world's root.
+    fn inventory(&self) -> PathBuf {
+        self.write(
+            "guests.vsctl.yml",
+            &format!(
+                "plugin: vsctl.vsctl.vsctl\nbinary: {}\nroot: {}\n",
+                vsctl_bin().display(),
+                self.root().display()
+            ),
+        )
+    }
+
     fn ansible(&self, tool: &str) -> Command {
         let mut cmd = self.sandbox.command(self.bin.join(tool));
         cmd.current_dir(self.dir.path())
@@ -201,14 +213,7 @@ fn ansible_playbook_creates_converges_checks_diffs_and_removes() {
     assert_eq!(status["record"]["spec"]["limits"]["memory"], "96MiB");
 
     // The inventory plugin sees both guests.
-    let inventory = world.write(
-        "guests.vsctl.yml",
-        &format!(
-            "plugin: vsctl.vsctl.vsctl\nbinary: {}\nroot: {}\n",
-            vsctl_bin().display(),
-            world.root().display()
-        ),
-    );
+    let inventory = world.inventory();
     let listed = run(
         world
             .ansible("ansible-inventory")
@@ -511,14 +516,7 @@ fn ansible_connection_plugin_runs_inside_a_guest() {
     );
 
     // And through a playbook: the inventory plugin plus raw.
-    let inventory = world.write(
-        "guests.vsctl.yml",
-        &format!(
-            "plugin: vsctl.vsctl.vsctl\nbinary: {}\nroot: {}\n",
-            vsctl_bin().display(),
-            root.display()
-        ),
-    );
+    let inventory = world.inventory();
     let playbook = world.write(
         "raw.yml",
         "- hosts: conn1\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: hostname\n      register: h\n    - ansible.builtin.assert:\n        that: [\"h.stdout | trim == 'conn1'\"]\n",
@@ -578,14 +576,7 @@ fn ansible_modules_run_inside_a_debian_guest() {
     );
     let host_before = snapshot(Path::new("/srv"));
 
-    let inventory = world.write(
-        "guests.vsctl.yml",
-        &format!(
-            "plugin: vsctl.vsctl.vsctl\nbinary: {}\nroot: {}\n",
-            vsctl_bin().display(),
-            root.display()
-        ),
-    );
+    let inventory = world.inventory();
     let playbook = world.write(
         "inside.yml",
         "- hosts: py1\n  gather_facts: false\n  vars:\n    ansible_python_interpreter: /usr/bin/python3\n  tasks:\n\

@@ -10,6 +10,7 @@
 //! stored it; what the import itself loses against the fixture is printed
 //! (see the report at the end of each run), not asserted here.
 
+mod kill_points;
 mod rootfs_support;
 
 use std::os::unix::fs::MetadataExt;
@@ -17,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kill_points::{Rng, sigkill_after};
 use rootfs_support::*;
 
 const TEMPLATE: &str = "crashbig";
@@ -36,18 +38,6 @@ fn big_fixture(root: &Path) {
         }
     }
     set_distinct_times(root);
-}
-
-/// A cheap xorshift seeded from the clock: kill points differ run to run;
-/// the seed is printed so a failure can be replayed (VSCTL_CRASH_SEED).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// An isolated vsctl world (`--root`) on the loop filesystem.
@@ -83,6 +73,18 @@ impl Host {
             String::from_utf8_lossy(&out.stderr)
         );
         (out.status.code().unwrap_or(-1), text)
+    }
+
+    /// Start `vsctl apply` and SIGKILL it after `delay`.
+    fn kill_apply_after(&self, delay: Duration) {
+        let child = self
+            .vsctl()
+            .arg("apply")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        sigkill_after(child, delay);
     }
 
     fn apply_ok(&self) -> Duration {
@@ -311,18 +313,7 @@ fn killed_applies_converge(fs: Fs, strategy: &str) {
     let idle = t0.elapsed();
     host.reset_guest();
 
-    // VSCTL_CRASH_SEED replays a logged run's kill points (their timing
-    // still varies with the machine).
-    let seed = std::env::var("VSCTL_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-        | 1;
+    let seed = kill_points::seed();
     eprintln!("seed {seed}, full apply {full:?}, idle apply {idle:?}");
     // Kill points from half the start-up time to the end of a full run.
     let lo = idle.as_micros() as u64 / 2;
@@ -331,19 +322,7 @@ fn killed_applies_converge(fs: Fs, strategy: &str) {
     let (mut partial, mut published, mut recorded) = (0, 0, 0);
     let mut leftovers = Vec::new();
     for _ in 0..12 {
-        let mut child = host
-            .vsctl()
-            .arg("apply")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_micros(lo + rng.next() % span));
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(child.id() as i32),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-        let _ = child.wait();
+        host.kill_apply_after(Duration::from_micros(lo + rng.next() % span));
         let rootfs = guest.join("rootfs");
         let has_record = guest.join("record.json").exists();
         if rootfs.exists() {
@@ -369,19 +348,7 @@ fn killed_applies_converge(fs: Fs, strategy: &str) {
     }
 
     // One last kill that leaves whatever it leaves, then converge.
-    let mut child = host
-        .vsctl()
-        .arg("apply")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_micros(lo + rng.next() % span));
-    let _ = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    );
-    let _ = child.wait();
+    host.kill_apply_after(Duration::from_micros(lo + rng.next() % span));
     host.apply_ok();
     let (code, text) = host.run(&["apply", "--detailed-exitcode"]);
     assert_eq!(code, 0, "apply after converging still has changes:\n{text}");

@@ -114,10 +114,7 @@ fn unprivileged_busybox_guest_boots_with_shifted_ids() {
 
 #[test]
 fn overlay_rootfs_keeps_lower_untouched() {
-    let dir = tempfile::Builder::new()
-        .prefix("vsctl-rt-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch_dir();
     let lower = dir.path().join("lower");
     busybox_rootfs(&lower, INITTAB, None);
     for d in ["upper", "work"] {
@@ -381,10 +378,7 @@ fn init_exit_is_recorded_as_crash_or_stop() {
 fn unprivileged_overlay_guest_on_shared_unshifted_layers() {
     // Template layer and the guest's upper/work stay owned by host ids; each
     // layer is idmapped and overlay is built from them inside the guest.
-    let dir = tempfile::Builder::new()
-        .prefix("vsctl-rt-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let dir = scratch_dir();
     let lower = dir.path().join("template");
     busybox_rootfs(&lower, INITTAB, None);
     let gdir = dir.path().join("guest");

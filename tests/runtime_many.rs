@@ -28,10 +28,7 @@ fn fifty_guests_start_run_stop_without_leaks() {
 
     let mut guests = Vec::new();
     for i in 0..N {
-        let dir = tempfile::Builder::new()
-            .prefix("vsctl-rt-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = scratch_dir();
         let root = dir.path().join("rootfs");
         busybox_rootfs(&root, INITTAB, Some(&bb));
         let mut g = Guest::from_rootfs(

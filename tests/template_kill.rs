@@ -2,6 +2,9 @@
 //! again: the visible template is always complete and the final state is
 //! consistent (root needed). Drives the real `vsctl template build`.
 
+mod kill_points;
+
+use kill_points::{Rng, seed, sigkill_after};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -10,18 +13,6 @@ use vsctl::paths::Paths;
 use vsctl::template;
 
 const BIN: &str = env!("CARGO_BIN_EXE_vsctl");
-
-/// A small xorshift, seeded from the clock: random kill points without a
-/// dependency; the seed is printed so a failure can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
 
 fn make_source(dir: &Path) {
     for d in 0..10 {
@@ -95,11 +86,7 @@ fn killed_builds_never_leave_a_half_template() {
     template::remove(&paths, "big", &[]).unwrap();
     vsctl::store::gc(&paths).unwrap();
 
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let seed = seed();
     eprintln!("kill test seed {seed}, full build {full:?}");
     let mut rng = Rng(seed);
     let mut installed_once = false;
@@ -107,11 +94,8 @@ fn killed_builds_never_leave_a_half_template() {
         // First rounds: no template yet (plain rename path); later: forced
         // rebuilds over an installed one (exchange path).
         let force = installed_once;
-        let mut child = build(dir.path(), "big", force);
         let delay = Duration::from_micros(rng.next() % (full.as_micros() as u64 + 1));
-        std::thread::sleep(delay);
-        let _ = child.kill(); // SIGKILL
-        let status = child.wait().unwrap();
+        let status = sigkill_after(build(dir.path(), "big", force), delay);
         eprintln!("round {round}: killed after {delay:?}, status {status:?}");
         assert_consistent(&paths, "big", installed_once);
         installed_once |= template::installed(&paths, "big").is_some();

@@ -281,6 +281,30 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
     }
 }
 
+/// Mount an overlayfs of `lower` (top first), `upper` and `work` at `target`.
+fn mount_overlay(
+    target: &Path,
+    lower: &[PathBuf],
+    upper: &Path,
+    work: &Path,
+    userns: bool,
+) -> nix::Result<()> {
+    let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
+    let data = overlay_data(
+        &lowers,
+        &upper.display().to_string(),
+        &work.display().to_string(),
+        userns,
+    );
+    mount(
+        Some("overlay"),
+        target,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(data.as_str()),
+    )
+}
+
 /// Overlay mount options. `userxattr` when the overlay is mounted inside the
 /// guest's user namespace: there the kernel refuses `trusted.overlay.*`
 /// xattrs, so without it overlayfs cannot mark directories opaque and
@@ -310,21 +334,7 @@ fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
         )
         .map_err(ctx(format!("bind rootfs {}", path.display()))),
         (RootfsMount::Overlay { lower, upper, work }, true) => {
-            let lowers: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
-            let data = overlay_data(
-                &lowers,
-                &upper.display().to_string(),
-                &work.display().to_string(),
-                plan.userns,
-            );
-            mount(
-                Some("overlay"),
-                nr,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_str()),
-            )
-            .map_err(ctx("mount overlay rootfs"))
+            mount_overlay(nr, lower, upper, work, plan.userns).map_err(ctx("mount overlay rootfs"))
         }
         (RootfsMount::Overlay { upper, work, .. }, false) => {
             // Attach each idmapped layer at run_dir/layers/N, then build the
@@ -337,24 +347,13 @@ fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
                 points.push(p);
             }
             let uw = points.pop().ok_or("no idmapped layers received")?;
-            let name = |p: &PathBuf| {
-                p.file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
-            };
-            let lowers: Vec<String> = points.iter().map(|p| p.display().to_string()).collect();
-            let data = overlay_data(
-                &lowers,
-                &uw.join(name(upper)).display().to_string(),
-                &uw.join(name(work)).display().to_string(),
-                plan.userns,
-            );
-            mount(
-                Some("overlay"),
+            let name = |p: &PathBuf| p.file_name().map(PathBuf::from).unwrap_or_default();
+            mount_overlay(
                 nr,
-                Some("overlay"),
-                MsFlags::empty(),
-                Some(data.as_str()),
+                &points,
+                &uw.join(name(upper)),
+                &uw.join(name(work)),
+                plan.userns,
             )
             .map_err(ctx("mount overlay rootfs on idmapped layers"))
         }

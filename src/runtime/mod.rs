@@ -894,6 +894,16 @@ pub fn cpu_usage(run_dir: &Path) -> Result<Duration, RuntimeError> {
 mod tests {
     use super::*;
 
+    /// A spec for guest "g" whose rootfs is the tree at `root`.
+    fn tree_spec(root: &Path) -> RuntimeSpec {
+        RuntimeSpec::new(
+            "g",
+            RootfsMount::Tree { path: root.into() },
+            "/r".into(),
+            "/l".into(),
+        )
+    }
+
     #[test]
     fn spec_json_defaults() {
         let j = r#"{"name":"g","rootfs":{"tree":{"path":"/x"}},"hostname":"g","run_dir":"/run/vsctl/g","log_file":"/var/log/vsctl/g.log"}"#;
@@ -930,14 +940,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("sbin")).unwrap();
         std::os::unix::fs::symlink("/bin/busybox", d.path().join("sbin/init")).unwrap();
-        let mut s = RuntimeSpec::new(
-            "g",
-            RootfsMount::Tree {
-                path: d.path().into(),
-            },
-            "/r".into(),
-            "/l".into(),
-        );
+        let mut s = tree_spec(d.path());
         assert_eq!(stop_signal_for(&s), libc::SIGUSR2);
         assert_eq!(init_kind(&s), InitKind::Busybox);
         assert!(!speaks_sd_notify(&s));
@@ -952,14 +955,7 @@ mod tests {
     #[test]
     fn validate_rejects_host_root_mapping() {
         let d = tempfile::tempdir().unwrap();
-        let mut s = RuntimeSpec::new(
-            "g",
-            RootfsMount::Tree {
-                path: d.path().into(),
-            },
-            "/r".into(),
-            "/l".into(),
-        );
+        let mut s = tree_spec(d.path());
         assert!(validate(&s).is_ok());
         s.userns = Some(IdRange {
             host_base: 0,

@@ -110,10 +110,7 @@ impl Guest {
     }
 
     pub fn with_inittab(name: &str, userns: Option<u32>, inittab: &str) -> Guest {
-        let dir = tempfile::Builder::new()
-            .prefix("vsctl-rt-")
-            .tempdir_in("/tmp")
-            .unwrap();
+        let dir = scratch_dir();
         let root = dir.path().join("rootfs");
         busybox_rootfs(&root, inittab, None);
         if let Some(base) = userns {
@@ -343,4 +340,13 @@ pub fn alive(pid: i32) -> bool {
         s.rsplit_once(')')
             .is_some_and(|(_, r)| !r.trim_start().starts_with('Z'))
     })
+}
+
+/// A temporary directory under /tmp (a real disk filesystem, which guests'
+/// run directories and rootfs need), removed on drop.
+pub fn scratch_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("vsctl-rt-")
+        .tempdir_in("/tmp")
+        .unwrap()
 }
