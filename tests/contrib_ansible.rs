@@ -46,6 +46,22 @@ impl World {
         path
     }
 
+    /// Write guest file NAME.toml and `vsctl apply` it inside the sandbox
+    /// (which stops the guest when the test ends, however it ends).
+    fn apply_guest(&self, name: &str, text: &str) {
+        let guests_dir = self.root().join("etc/vsctl/guests.d");
+        std::fs::create_dir_all(&guests_dir).unwrap();
+        std::fs::write(guests_dir.join(format!("{name}.toml")), text).unwrap();
+        run(
+            self.sandbox
+                .command(vsctl_bin())
+                .arg("--root")
+                .arg(self.root())
+                .arg("apply"),
+            &[0],
+        );
+    }
+
     /// An inventory file for the vsctl inventory plugin over this world's root.
     fn inventory(&self) -> PathBuf {
         self.write(
@@ -468,24 +484,9 @@ fn ansible_connection_plugin_runs_inside_a_guest() {
         return;
     };
     let world = World::new(bin);
-    let guests_dir = world.root().join("etc/vsctl/guests.d");
-    std::fs::create_dir_all(&guests_dir).unwrap();
-    std::fs::write(
-        guests_dir.join("conn1.toml"),
-        "template = \"busybox\"\nstate = \"running\"\n",
-    )
-    .unwrap();
     let root = world.root();
     // The sandbox stops the guest whatever happens below.
-    run(
-        world
-            .sandbox
-            .command(vsctl_bin())
-            .arg("--root")
-            .arg(&root)
-            .arg("apply"),
-        &[0],
-    );
+    world.apply_guest("conn1", "template = \"busybox\"\nstate = \"running\"\n");
 
     let canary = world.dir.path().join("host-canary");
     std::fs::write(&canary, "host file\n").unwrap();
@@ -558,21 +559,9 @@ fn ansible_modules_run_inside_a_debian_guest() {
         ]),
         &[0],
     );
-    let guests_dir = root.join("etc/vsctl/guests.d");
-    std::fs::create_dir_all(&guests_dir).unwrap();
-    std::fs::write(
-        guests_dir.join("py1.toml"),
+    world.apply_guest(
+        "py1",
         "template = \"debian-bookworm-python\"\n[network]\nmode = \"none\"\n",
-    )
-    .unwrap();
-    run(
-        world
-            .sandbox
-            .command(vsctl_bin())
-            .arg("--root")
-            .arg(&root)
-            .arg("apply"),
-        &[0],
     );
     let host_before = snapshot(Path::new("/srv"));
 
