@@ -11,7 +11,7 @@ use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, mkdirat};
 use nix::unistd::{Gid, Uid};
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::io::{self, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
@@ -37,6 +37,15 @@ fn resolve(root: BorrowedFd, rel: &Path, create: Option<bool>) -> Result<OwnedFd
         Err(nix::Error::ENOENT) if create.is_some() => {}
         Err(e) => return Err(format!("resolve /{}: {e}", rel.display())),
     }
+    // Usually only the last component is missing (a device node on the
+    // fresh /dev, say): create it in its parent without walking.
+    if let (Some(parent), Some(name)) = (rel.parent(), rel.file_name())
+        && !parent.as_os_str().is_empty()
+        && let Ok(pfd) = openat2(root, parent, how())
+    {
+        create_entry(pfd.as_fd(), name, create == Some(true), rel)?;
+        return openat2(root, rel, how()).map_err(ctx(format!("resolve /{}", rel.display())));
+    }
     let comps: Vec<_> = rel.components().collect();
     let mut cur = PathBuf::new();
     for (i, c) in comps.iter().enumerate() {
@@ -53,41 +62,39 @@ fn resolve(root: BorrowedFd, rel: &Path, create: Option<bool>) -> Result<OwnedFd
             continue;
         }
         let last = i + 1 == comps.len();
-        if last && create == Some(true) {
-            let f = nix::fcntl::openat(
-                parent.as_fd(),
-                *name,
-                OFlag::O_CREAT
-                    | OFlag::O_EXCL
-                    | OFlag::O_WRONLY
-                    | OFlag::O_CLOEXEC
-                    | OFlag::O_NOFOLLOW,
-                Mode::from_bits_truncate(0o644),
-            )
-            .map_err(ctx(format!("create /{}", cur.display())))?;
-            drop(f);
-        } else {
-            mkdirat(parent.as_fd(), *name, Mode::from_bits_truncate(0o755))
-                .or_else(|e| {
-                    if e == nix::Error::EEXIST {
-                        Ok(())
-                    } else {
-                        Err(e)
-                    }
-                })
-                .map_err(ctx(format!("mkdir /{}", cur.display())))?;
-        }
+        create_entry(parent.as_fd(), name, last && create == Some(true), &cur)?;
     }
     openat2(root, rel, how()).map_err(ctx(format!("resolve /{}", rel.display())))
+}
+
+/// Create `name` in `parent` (never following a symlink there): an empty
+/// file if `file`, else a directory, which may already exist.
+fn create_entry(parent: BorrowedFd, name: &OsStr, file: bool, shown: &Path) -> StepResult {
+    if file {
+        let f = nix::fcntl::openat(
+            parent,
+            name,
+            OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW,
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(ctx(format!("create /{}", shown.display())))?;
+        drop(f);
+        return Ok(());
+    }
+    match mkdirat(parent, name, Mode::from_bits_truncate(0o755)) {
+        Ok(()) | Err(nix::Error::EEXIST) => Ok(()),
+        Err(e) => Err(format!("mkdir /{}: {e}", shown.display())),
+    }
 }
 
 fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
-/// Remount a bind mount read-only, keeping the flags the kernel locked on it
-/// (in a user namespace, dropping nosuid/nodev/noexec would be refused).
-fn remount_ro(target: &str) -> StepResult {
+/// The flags that remount the bind mount at `target` read-only, keeping
+/// those the kernel locked on it (in a user namespace, dropping
+/// nosuid/nodev/noexec would be refused).
+fn read_only_remount_flags(target: &str) -> Result<MsFlags, String> {
     use nix::sys::statvfs::{FsFlags, statvfs};
     let st = statvfs(target).map_err(ctx(format!("statvfs {target}")))?;
     let f = st.flags();
@@ -104,6 +111,12 @@ fn remount_ro(target: &str) -> StepResult {
             flags |= mf;
         }
     }
+    Ok(flags)
+}
+
+/// Remount a bind mount read-only (see [`read_only_remount_flags`]).
+fn remount_ro(target: &str) -> StepResult {
+    let flags = read_only_remount_flags(target)?;
     mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
         .map_err(ctx(format!("remount read-only {target}")))
 }
@@ -186,10 +199,15 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
         }
         Step::ReadOnlyFiles { target, keep } => {
             let dir = resolve(root, target, None)?;
+            let dir_path = fd_path(&dir);
             // The directory is a filesystem the runtime just mounted
-            // (cgroupfs), not guest-controlled: its names are the kernel's.
-            let entries = std::fs::read_dir(fd_path(&dir))
-                .map_err(ctx(format!("list /{}", target.display())))?;
+            // (cgroupfs), not guest-controlled: its names are the kernel's,
+            // so they are reached through the directory's descriptor
+            // without resolving each in the guest root, and every bind
+            // gets the flags of that one mount.
+            let entries =
+                std::fs::read_dir(&dir_path).map_err(ctx(format!("list /{}", target.display())))?;
+            let ro_flags = read_only_remount_flags(&dir_path)?;
             for e in entries.flatten() {
                 let name = e.file_name();
                 if keep.iter().any(|k| name.as_os_str() == k.as_str())
@@ -197,18 +215,19 @@ fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
                 {
                     continue;
                 }
-                let rel = target.join(&name);
-                let fd = resolve(root, &rel, None)?;
+                let file = e.path();
+                let shown = target.join(&name);
                 mount(
-                    Some(fd_path(&fd).as_str()),
-                    fd_path(&fd).as_str(),
+                    Some(&file),
+                    &file,
                     None::<&str>,
                     MsFlags::MS_BIND,
                     None::<&str>,
                 )
-                .map_err(ctx(format!("bind /{} on itself", rel.display())))?;
-                let fd = resolve(root, &rel, None)?;
-                remount_ro(&fd_path(&fd))?;
+                .map_err(ctx(format!("bind /{} on itself", shown.display())))?;
+                // The path now leads to the new bind mount.
+                mount(None::<&str>, &file, None::<&str>, ro_flags, None::<&str>)
+                    .map_err(ctx(format!("remount read-only /{}", shown.display())))?;
             }
             Ok(())
         }

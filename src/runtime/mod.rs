@@ -666,16 +666,60 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
     if let GuestRuntimeState::Running { .. } = status(&spec.run_dir)? {
         return Err(RuntimeError::AlreadyRunning(spec.name.clone()));
     }
-    // Everything the child needs is computed here, before any fork.
     let container_uuid = random_uuid();
-    let child_plan = plan::build(spec, &container_uuid)?;
     let stop_signal = stop_signal_for(spec);
-
+    // The supervisor binds its sockets in the run directory and opens the
+    // log before it is told to boot.
     fs::create_dir_all(&spec.run_dir)
         .map_err(io_ctx(format!("create {}", spec.run_dir.display())))?;
     if spec.userns.is_some() {
         reachable_by_guest(&spec.run_dir)?;
     }
+    if let Some(dir) = spec.log_file.parent() {
+        fs::create_dir_all(dir).map_err(io_ctx(format!("create {}", dir.display())))?;
+    }
+    let mgr = cgroup::detect(&spec.cgroup_base)?;
+    let root_dev = match &spec.rootfs {
+        RootfsMount::Tree { path } => cgroup::backing_device(path),
+        RootfsMount::Overlay { upper, .. } => cgroup::backing_device(upper),
+    };
+    let cgroup_ref = ManagerRef {
+        version: mgr.version(),
+        root: PathBuf::from("/sys/fs/cgroup"),
+        base: spec.cgroup_base.clone(),
+    };
+    // The supervisor's exec and setup run while this process does the rest
+    // (mount points, the spec file, the cgroup); it boots nothing until
+    // told to go.
+    let pending = supervisor::spawn(supervisor::Launch {
+        spec: spec.clone(),
+        container_uuid: container_uuid.clone(),
+        stop_signal,
+        cgroup: cgroup_ref,
+        root_dev,
+    })?;
+    if let Err(e) = prepare_start(spec, &container_uuid, mgr.as_ref(), root_dev) {
+        pending.abort();
+        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
+        return Err(e);
+    }
+    let res = pending.go();
+    if res.is_err() {
+        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
+    }
+    res
+}
+
+/// The part of a start that overlaps the supervisor's exec: everything
+/// the guest needs on the host before its init may be cloned.
+fn prepare_start(
+    spec: &RuntimeSpec,
+    container_uuid: &str,
+    mgr: &dyn cgroup::CgroupManager,
+    root_dev: Option<cgroup::DevNum>,
+) -> Result<(), RuntimeError> {
+    // The supervisor derives the same plan; this catches its errors here.
+    let child_plan = plan::build(spec, container_uuid)?;
     let root = spec.run_dir.join("root");
     fs::create_dir_all(&root).map_err(io_ctx(format!("create {}", root.display())))?;
     // Mount points for idmapped overlay layers (used only inside the guest's
@@ -691,50 +735,16 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
         serde_json::to_vec_pretty(spec).expect("spec serializes"),
     )
     .map_err(io_ctx(format!("write {}", spec_path.display())))?;
-    if let Some(dir) = spec.log_file.parent() {
-        fs::create_dir_all(dir).map_err(io_ctx(format!("create {}", dir.display())))?;
-    }
-
-    let mgr = cgroup::detect(&spec.cgroup_base)?;
-    let root_dev = match &spec.rootfs {
-        RootfsMount::Tree { path } => cgroup::backing_device(path),
-        RootfsMount::Overlay { upper, .. } => cgroup::backing_device(upper),
-    };
-    let cgroup_ref = ManagerRef {
-        version: mgr.version(),
-        root: PathBuf::from("/sys/fs/cgroup"),
-        base: spec.cgroup_base.clone(),
-    };
-    // The supervisor's exec and setup run while this process prepares the
-    // cgroup; it boots nothing until told to go.
-    let pending = supervisor::spawn(supervisor::Launch {
-        spec: spec.clone(),
-        container_uuid,
-        stop_signal,
-        cgroup: cgroup_ref,
-        root_dev,
-    })?;
     // A previous crashed run may have left the cgroup: start from scratch.
     // Limits are in place before init exists, so they bite from its first
     // instruction.
-    let prepared = mgr
-        .destroy(&spec.name, Duration::from_secs(5))
-        .and_then(|()| mgr.create(&spec.name))
-        .and_then(|()| mgr.apply(&spec.name, &spec.limits, root_dev))
-        .and_then(|()| match spec.userns {
-            Some(u) => mgr.delegate(&spec.name, u.host_base, u.host_base),
-            None => Ok(()),
-        });
-    if let Err(e) = prepared {
-        pending.abort();
-        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
-        return Err(e.into());
+    mgr.destroy(&spec.name, Duration::from_secs(5))?;
+    mgr.create(&spec.name)?;
+    mgr.apply(&spec.name, &spec.limits, root_dev)?;
+    if let Some(u) = spec.userns {
+        mgr.delegate(&spec.name, u.host_base, u.host_base)?;
     }
-    let res = pending.go();
-    if res.is_err() {
-        let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
-    }
-    res
+    Ok(())
 }
 
 fn wait_pidfd(fd: &std::os::fd::OwnedFd, timeout: Duration) -> bool {

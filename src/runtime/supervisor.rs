@@ -207,13 +207,6 @@ pub fn supervisor_main() -> ! {
             sys::exit_now(1)
         }
     };
-    // Held here while the launcher prepares the cgroup.
-    let go = File::from(sys::own_fd(GO_FD));
-    let mut byte = [0u8; 1];
-    if !matches!((&go).read(&mut byte), Ok(1)) {
-        sys::exit_now(1)
-    }
-    drop(go);
     main(
         Context {
             spec: launch.spec,
@@ -223,6 +216,7 @@ pub fn supervisor_main() -> ! {
             root_dev: launch.root_dev,
         },
         report,
+        sys::own_fd(GO_FD),
     )
 }
 
@@ -464,7 +458,7 @@ fn redirect_stdio() {
     }
 }
 
-fn main(ctx: Context, report: OwnedFd) -> ! {
+fn main(ctx: Context, report: OwnedFd, go: OwnedFd) -> ! {
     redirect_stdio();
     // `ps`/`top` show which guest this supervisor belongs to (the kernel
     // keeps the first 15 bytes).
@@ -475,15 +469,24 @@ fn main(ctx: Context, report: OwnedFd) -> ! {
     // the guest's lifetime.
     let _ = nix::unistd::chdir("/");
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
-    let _ = sys::close_fds_except(3, &[report.as_raw_fd()]);
-    let code = match run(&ctx, report) {
+    let _ = sys::close_fds_except(3, &[report.as_raw_fd(), go.as_raw_fd()]);
+    let code = match run(&ctx, report, go) {
         Ok(()) => 0,
         Err(_) => 1,
     };
     sys::exit_now(code)
 }
 
-fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
+/// How long after init's exec the supervisor sheds its boot-time pages.
+const TRIM_DELAY: Duration = Duration::from_millis(250);
+
+/// Wait for the launcher's go byte; false when it called the launch off.
+fn wait_for_go(go: OwnedFd) -> bool {
+    let mut byte = [0u8; 1];
+    matches!((&File::from(go)).read(&mut byte), Ok(1))
+}
+
+fn run(ctx: &Context, report: OwnedFd, go: OwnedFd) -> Result<(), ()> {
     let spec = &ctx.spec;
     let mut log = ConsoleLog::open(spec.log_file.clone(), spec.log_max_bytes);
     let me = std::process::id() as i32;
@@ -506,39 +509,46 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
         notify_status: None,
     };
     let mut report = Some(report);
-    let fail =
-        |state: &mut RunState, report: &mut Option<OwnedFd>, log: &mut ConsoleLog, msg: String| {
-            log.note(&format!("boot failed: {msg}"));
-            remove_sockets(spec);
+    // Until the go byte the launcher owns the cgroup (it is creating it),
+    // so a failure then leaves the cgroup and network to the launcher.
+    let fail = |state: &mut RunState,
+                report: &mut Option<OwnedFd>,
+                log: &mut ConsoleLog,
+                launched: bool,
+                msg: String| {
+        log.note(&format!("boot failed: {msg}"));
+        remove_sockets(spec);
+        if launched {
             let _ = super::teardown_network(spec);
             if let Ok(mgr) = ctx.cgroup.open() {
                 let _ = mgr.destroy(&spec.name, Duration::from_secs(5));
             }
-            state.phase = Phase::Crashed;
-            state.reason = Some(msg.clone());
-            let _ = write_state(&spec.run_dir, state);
-            if let Some(r) = report.take() {
-                let _ = nix::unistd::write(&r, format!("err {msg}").as_bytes());
-            }
-        };
+        }
+        state.phase = Phase::Crashed;
+        state.reason = Some(msg.clone());
+        let _ = write_state(&spec.run_dir, state);
+        if let Some(r) = report.take() {
+            let _ = nix::unistd::write(&r, format!("err {msg}").as_bytes());
+        }
+    };
     let mgr = match ctx.cgroup.open() {
         Ok(m) => m,
         Err(e) => {
-            fail(&mut state, &mut report, &mut log, e.to_string());
+            fail(&mut state, &mut report, &mut log, false, e.to_string());
             return Err(());
         }
     };
     let console = match open_console(spec) {
         Ok(c) => c,
         Err(e) => {
-            fail(&mut state, &mut report, &mut log, e);
+            fail(&mut state, &mut report, &mut log, false, e);
             return Err(());
         }
     };
     // Console clients are served from the poll loop: writes to the pty
     // master must never block it.
     if let Err(e) = set_nonblocking(&console.master) {
-        fail(&mut state, &mut report, &mut log, e);
+        fail(&mut state, &mut report, &mut log, false, e);
         return Err(());
     }
     // The notify socket is bound into the guest by the child plan, so it
@@ -546,7 +556,7 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
     let notify = match NotifySocket::bind(&spec.run_dir, spec.userns.map(|u| u.host_base)) {
         Ok(n) => n,
         Err(e) => {
-            fail(&mut state, &mut report, &mut log, e);
+            fail(&mut state, &mut report, &mut log, false, e);
             return Err(());
         }
     };
@@ -573,16 +583,29 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
     let sfd = match SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC) {
         Ok(s) => s,
         Err(e) => {
-            fail(&mut state, &mut report, &mut log, format!("signalfd: {e}"));
+            fail(
+                &mut state,
+                &mut report,
+                &mut log,
+                false,
+                format!("signalfd: {e}"),
+            );
             return Err(());
         }
     };
+
+    // All of the above ran while the launcher prepared the cgroup; held
+    // here until it is ready.
+    if !wait_for_go(go) {
+        remove_sockets(spec);
+        return Err(());
+    }
 
     loop {
         let (init_pid, init_fd) = match boot(ctx, mgr.as_ref(), &console) {
             Ok(v) => v,
             Err(msg) => {
-                fail(&mut state, &mut report, &mut log, msg);
+                fail(&mut state, &mut report, &mut log, true, msg);
                 return Err(());
             }
         };
@@ -598,9 +621,6 @@ fn run(ctx: &Context, report: OwnedFd) -> Result<(), ()> {
             let _ = nix::unistd::write(&r, format!("ok {init_pid} {me}").as_bytes());
         }
         log.note(&format!("init started as pid {init_pid}"));
-        // Booting ran most of the binary; idling needs a sliver of it. Let
-        // the rest go from our resident set (it stays in the page cache).
-        let _ = sys::drop_clean_file_pages();
 
         let status = watch(
             ctx, &sfd, &console, &mut log, init_pid, &init_fd, &mut socks, &mut state,
@@ -713,6 +733,11 @@ fn watch(
     // Set by SIGTERM: when init has not ended by then, it is killed (and
     // with it its pid namespace), as `vsctl stop` would after its timeout.
     let mut stop_deadline: Option<std::time::Instant> = None;
+    // Booting ran most of the binary; idling needs a sliver of it, so the
+    // rest leaves our resident set (it stays in the page cache). Not right
+    // away: the caller waiting for our report and the booting guest want
+    // the CPUs first.
+    let mut trim_at = Some(std::time::Instant::now() + TRIM_DELAY);
     let readable = |f: &PollFd| {
         f.revents().is_some_and(|r| {
             r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
@@ -754,16 +779,20 @@ fn watch(
                 n += 1;
             }
         }
-        let timeout = match stop_deadline {
+        let now = std::time::Instant::now();
+        if trim_at.is_some_and(|t| t <= now) {
+            let _ = sys::drop_clean_file_pages();
+            trim_at = None;
+        }
+        if stop_deadline.is_some_and(|d| d <= now) {
+            log.note("stop timeout passed: killing init");
+            let _ = sys::pidfd_send_signal(init_fd.as_raw_fd(), libc::SIGKILL);
+            stop_deadline = None;
+        }
+        let timeout = match [stop_deadline, trim_at].into_iter().flatten().min() {
             None => PollTimeout::NONE,
             Some(deadline) => {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    log.note("stop timeout passed: killing init");
-                    let _ = sys::pidfd_send_signal(init_fd.as_raw_fd(), libc::SIGKILL);
-                    stop_deadline = None;
-                    continue;
-                }
+                let left = deadline.saturating_duration_since(now);
                 PollTimeout::try_from(left.as_millis().max(1).min(i32::MAX as u128) as i32)
                     .unwrap_or(PollTimeout::MAX)
             }
