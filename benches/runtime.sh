@@ -19,6 +19,10 @@ VSCTL=$PWD/target/release/vsctl
 rt() { "$VSCTL" runtime "$@"; }
 RT=rt
 W=$(mktemp -d /tmp/vsctl-bench-rt.XXXXXX)
+# Everything (root trees, run directories, LXC's lxcpath) on one tmpfs:
+# guests' run directories live in /run, a tmpfs on systemd hosts, and the
+# floor, LXC and vsctl then all read and write the same kind of storage.
+mount -t tmpfs -o mode=755 vsctl-bench "$W"
 BASE=vsctl-bench-$$
 HAVE_LXC=$(command -v lxc-start >/dev/null && echo 1 || echo 0)
 
@@ -29,7 +33,8 @@ cleanup() {
         lxc-stop -n benchsec -P "$W/lxc" -k >/dev/null 2>&1 || true
     fi
     for c in /sys/fs/cgroup/*/"$BASE"; do [ -d "$c" ] && find "$c" -depth -type d -exec rmdir {} + 2>/dev/null || true; done
-    rm -rf "$W"
+    umount "$W" 2>/dev/null || true
+    rmdir "$W"
 }
 trap cleanup EXIT
 

@@ -472,8 +472,37 @@ pub fn reset_signals() {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
-/// Let SIGPIPE end the process (Rust ignores it by default, which turns a
-/// closed stdout into a panic on the next print).
+/// What Rust's runtime does before `main` that vsctl needs, for its own
+/// `main` that replaces the runtime's (see `src/main.rs`): descriptors 0-2
+/// open (on /dev/null if the caller closed them, so no file this process
+/// opens can become its stdout), and SIGPIPE ignored, so a write to a gone
+/// reader fails with EPIPE instead of killing the process.
+pub fn process_init() {
+    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+    use nix::sys::signal::{SigHandler, Signal};
+    let std_fds = [0, 1, 2].map(borrow_fd);
+    let mut fds = std_fds.map(|fd| PollFd::new(fd, PollFlags::empty()));
+    if poll(&mut fds, PollTimeout::ZERO).is_ok() {
+        for f in &fds {
+            if f.revents().is_some_and(|r| r.contains(PollFlags::POLLNVAL)) {
+                // open() takes the lowest free descriptor: this closed one.
+                // Kept open for the process's lifetime on purpose.
+                if let Ok(null) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open("/dev/null")
+                {
+                    std::mem::forget(null);
+                }
+            }
+        }
+    }
+    // SAFETY: installing SIG_IGN runs no code of ours in signal context.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) };
+}
+
+/// Let SIGPIPE end the process (ignored by default, which turns a closed
+/// stdout into a panic on the next print).
 pub fn default_sigpipe() {
     use nix::sys::signal::{SigHandler, Signal};
     // SAFETY: installing SIG_DFL runs no code of ours in signal context.
