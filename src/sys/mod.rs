@@ -478,22 +478,25 @@ pub fn reset_signals() {
 /// opens can become its stdout), and SIGPIPE ignored, so a write to a gone
 /// reader fails with EPIPE instead of killing the process.
 pub fn process_init() {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
     use nix::sys::signal::{SigHandler, Signal};
-    let std_fds = [0, 1, 2].map(borrow_fd);
-    let mut fds = std_fds.map(|fd| PollFd::new(fd, PollFlags::empty()));
-    if poll(&mut fds, PollTimeout::ZERO).is_ok() {
-        for f in &fds {
-            if f.revents().is_some_and(|r| r.contains(PollFlags::POLLNVAL)) {
-                // open() takes the lowest free descriptor: this closed one.
-                // Kept open for the process's lifetime on purpose.
-                if let Ok(null) = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open("/dev/null")
-                {
-                    std::mem::forget(null);
-                }
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    // SAFETY: fds is a valid array of three pollfd for the duration of the
+    // call; poll only reports on the numbers (POLLNVAL for a closed one).
+    if unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) } >= 0 {
+        for f in fds.iter().filter(|f| f.revents & libc::POLLNVAL != 0) {
+            // open() takes the lowest free descriptor, which is this closed
+            // one; kept open for the process's lifetime on purpose.
+            if let Ok(null) = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open("/dev/null")
+            {
+                debug_assert_eq!(std::os::fd::AsRawFd::as_raw_fd(&null), f.fd);
+                std::mem::forget(null);
             }
         }
     }
