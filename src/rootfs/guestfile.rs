@@ -198,12 +198,7 @@ fn remove_stale_temporaries(
         }
     }
     for (entry, pid) in stale {
-        let alive = pid <= 0
-            || !matches!(
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
-                Err(nix::errno::Errno::ESRCH)
-            );
-        if alive {
+        if !crate::sys::pid_gone(pid) {
             continue;
         }
         let st = match fstatat(parent, entry.as_c_str(), AtFlags::AT_SYMLINK_NOFOLLOW) {

@@ -239,8 +239,8 @@ fn remove_stale_probes(dir: &Path) {
         let pid_gone = rest
             .split('-')
             .next()
-            .and_then(|p| p.parse::<u32>().ok())
-            .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            .and_then(|p| p.parse::<i32>().ok())
+            .is_some_and(crate::sys::pid_gone);
         if pid_gone && entry.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(entry.path());
         }

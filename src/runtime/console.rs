@@ -254,14 +254,15 @@ pub struct AttachOptions {
 }
 
 /// Puts a terminal in raw mode and restores it when dropped (also on
-/// errors and panics).
-struct RawMode {
+/// errors and panics). `vsctl console` and `vsctl exec` with a pty use it.
+pub(super) struct RawMode {
     tty: std::io::Stdin,
     saved: nix::sys::termios::Termios,
 }
 
 impl RawMode {
-    fn enter(tty: std::io::Stdin) -> Option<RawMode> {
+    /// None when `tty` is not a terminal (nothing to restore then).
+    pub(super) fn enter(tty: std::io::Stdin) -> Option<RawMode> {
         use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
         let saved = tcgetattr(tty.as_fd()).ok()?;
         let mut raw = saved.clone();

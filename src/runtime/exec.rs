@@ -217,14 +217,8 @@ pub fn exec(run_dir: &Path, argv: &[String], tty: bool) -> Result<i32, RuntimeEr
 /// the command's side closes.
 fn relay(master: &OwnedFd) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
     let stdin = std::io::stdin();
-    let saved = tcgetattr(&stdin).ok();
-    if let Some(t) = &saved {
-        let mut raw = t.clone();
-        cfmakeraw(&mut raw);
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-    }
+    let _raw = super::console::RawMode::enter(std::io::stdin());
     let stdout = std::io::stdout();
     let mut buf = [0u8; 8192];
     let mut stdin_open = true;
@@ -260,9 +254,6 @@ fn relay(master: &OwnedFd) {
                 _ => stdin_open = false,
             }
         }
-    }
-    if let Some(t) = &saved {
-        let _ = tcsetattr(&stdin, SetArg::TCSANOW, t);
     }
 }
 

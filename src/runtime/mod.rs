@@ -602,6 +602,7 @@ pub fn wait_ready(run_dir: &Path, timeout: Duration) -> Result<Readiness, Runtim
         name: spec.name.clone(),
         msg,
     };
+    let notifies = speaks_sd_notify(&spec);
     let deadline = Instant::now() + timeout;
     loop {
         match status(run_dir)? {
@@ -614,7 +615,7 @@ pub fn wait_ready(run_dir: &Path, timeout: Duration) -> Result<Readiness, Runtim
                     status: notify_status,
                 });
             }
-            GuestRuntimeState::Running { .. } if !speaks_sd_notify(&spec) => {
+            GuestRuntimeState::Running { .. } if !notifies => {
                 return Ok(Readiness::NoNotify);
             }
             GuestRuntimeState::Running { .. } => {}

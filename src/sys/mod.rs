@@ -448,6 +448,15 @@ pub fn drop_clean_file_pages() -> io::Result<usize> {
     Ok(dropped)
 }
 
+/// Whether no process (or thread) with this pid exists any more, so that
+/// scratch files named after it are stale. A pid that cannot be a process
+/// (zero, negative) counts as present: nothing is ever cleaned for it.
+pub fn pid_gone(pid: i32) -> bool {
+    pid > 0
+        && nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None)
+            == Err(nix::errno::Errno::ESRCH)
+}
+
 /// Borrow a raw descriptor the process keeps open until it execs or exits
 /// (pipe ends and the console in forked children).
 pub fn borrow_fd(fd: RawFd) -> std::os::fd::BorrowedFd<'static> {
