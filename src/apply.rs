@@ -42,6 +42,7 @@ pub fn observe(paths: &Paths, store: &StateStore) -> Result<Observed, StateError
         let rootfs_present = match &record.rootfs {
             Some(RootfsLayout::Tree { path }) => path.is_dir(),
             Some(RootfsLayout::Overlay { upper, .. }) => upper.is_dir(),
+            Some(RootfsLayout::Image { path }) => path.is_file(),
             // Registered without a root filesystem: the build facility was absent.
             None => true,
         };
@@ -367,8 +368,20 @@ impl Executor<'_> {
             _ => None,
         };
         let tree = template::tree_path(self.paths, &spec.template);
-        let layout =
-            rootfs::build_rootfs(&tree, guest_dir, strategy, shift).map_err(|e| fail(&e))?;
+        let layout = if strategy == ResolvedStrategy::Image {
+            // One image per template tree digest, next to the guests (a
+            // reflink cannot cross filesystems).
+            let image = rootfs::image::template_image(
+                &tree,
+                &guests_dir.join(".images"),
+                &spec.template,
+                &installed.tree_digest,
+            )
+            .map_err(|e| fail(&e))?;
+            rootfs::build_image_rootfs(&image, guest_dir, image_size(spec)).map_err(|e| fail(&e))?
+        } else {
+            rootfs::build_rootfs(&tree, guest_dir, strategy, shift).map_err(|e| fail(&e))?
+        };
         record.rootfs = Some(layout);
         record.template_digest = Some(installed.tree_digest);
         Ok(())
@@ -396,6 +409,21 @@ impl Executor<'_> {
                 (path.as_path(), shifted.map(|r| (r.host_base, r.host_base)))
             }
             Some(RootfsLayout::Overlay { upper, .. }) => (upper.as_path(), None),
+            Some(RootfsLayout::Image { path }) => {
+                // Mounted for the writes only, attached nowhere: the mount
+                // fd is the guest's root, and it goes when the fd closes.
+                let tree =
+                    rootfs::image::mount(path, None).map_err(|e| guest_error(&spec.name, e))?;
+                let root = std::path::PathBuf::from(format!(
+                    "/proc/self/fd/{}",
+                    std::os::fd::AsRawFd::as_raw_fd(&tree)
+                ));
+                for (path, contents) in files {
+                    rootfs::guestfile::write(&root, path, contents.as_bytes(), 0o644, None)
+                        .map_err(|e| guest_error(&spec.name, e))?;
+                }
+                return Ok(());
+            }
             None => return Ok(()),
         };
         for (path, contents) in files {
@@ -405,10 +433,42 @@ impl Executor<'_> {
         Ok(())
     }
 
+    /// `[disk]` for an image guest: `quota` is the size of its filesystem
+    /// (resized offline while stopped, grown online while running); the
+    /// inode count follows the size (one per 16 KiB), so `inodes` is a
+    /// limit this strategy cannot set.
+    fn size_image(&self, record: &GuestRecord, image: &Path) -> Result<(), ApplyError> {
+        let spec = &record.spec;
+        if spec.disk.inodes.is_some() {
+            let message = format!(
+                "cannot enforce [disk] inodes on {}: an image guest's inode count is fixed by its size \
+                 (one inode per 16 KiB); drop `inodes`, or use strategy \"reflink\" or \"overlay\" on a \
+                 filesystem with project quotas (or set quota_unsupported = \"warn\" under [defaults] in vsctl.toml)",
+                image.display()
+            );
+            match self.settings.defaults.quota_unsupported {
+                QuotaPolicy::Error => return Err(guest_error(&spec.name, message)),
+                QuotaPolicy::Warn => eprintln!("vsctl: warning: guest {}: {message}", spec.name),
+            }
+        }
+        let size = image_size(spec);
+        let result = match runtime::status(&self.paths.guest_run_dir(&spec.name)) {
+            Ok(runtime::GuestRuntimeState::Running { init_pid, .. }) => {
+                let root = Path::new("/proc").join(init_pid.to_string()).join("root");
+                rootfs::image::grow_online(image, &root, size)
+            }
+            _ => rootfs::image::resize_offline(image, size),
+        };
+        result.map_err(|e| guest_error(&spec.name, e))
+    }
+
     /// Set the disk quota from `[disk]` on the guest's tree, or fail (or
     /// warn, per host settings) where the filesystem cannot enforce one.
     fn apply_quota(&self, record: &GuestRecord) -> Result<(), ApplyError> {
         let spec = &record.spec;
+        if let Some(RootfsLayout::Image { path }) = &record.rootfs {
+            return self.size_image(record, path);
+        }
         let (Some(layout), Some(project_id)) = (&record.rootfs, record.project_id) else {
             return Ok(());
         };
@@ -439,6 +499,13 @@ impl Executor<'_> {
             Err(e) => Err(guest_error(&spec.name, e)),
         }
     }
+}
+
+/// An image guest's size: `[disk] quota`, else the default image size.
+fn image_size(spec: &GuestSpec) -> u64 {
+    spec.disk
+        .quota
+        .map_or(rootfs::image::DEFAULT_SIZE, |q| q.bytes())
 }
 
 /// How long to wait for a guest's init before killing it: the timeout it

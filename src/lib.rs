@@ -14,6 +14,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod config;
 pub mod lifecycle;
+pub mod loopdev;
 pub mod net;
 pub mod paths;
 pub mod plan;

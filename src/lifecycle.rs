@@ -111,6 +111,15 @@ pub fn runtime_spec(
             },
             userns.is_some(),
         ),
+        // Idmapped by the runtime whenever the guest has a user namespace.
+        Some(RootfsLayout::Image { path }) => (
+            RootfsMount::Image {
+                path: path.clone(),
+                init_guess: Some(crate::template::tree_path(paths, &spec.template))
+                    .filter(|t| t.is_dir()),
+            },
+            false,
+        ),
         None => return Err(LifecycleError::NoRootfs(spec.name.clone())),
     };
     let mut runtime = RuntimeSpec::new(
@@ -199,7 +208,8 @@ pub fn update_network(
 
 /// Where host-side writes into a guest tree go: a running guest's own root
 /// as its init sees it (so overlay guests are written through overlayfs,
-/// not behind its back), else the tree or upper layer on disk.
+/// not behind its back), else the tree or upper layer on disk. A stopped
+/// image guest has no tree on the host: None.
 pub fn guest_root_for_writes(paths: &Paths, record: &GuestRecord) -> Option<PathBuf> {
     if let Ok(GuestRuntimeState::Running { init_pid, .. }) =
         runtime::status(&paths.guest_run_dir(&record.spec.name))
@@ -209,7 +219,7 @@ pub fn guest_root_for_writes(paths: &Paths, record: &GuestRecord) -> Option<Path
     match &record.rootfs {
         Some(RootfsLayout::Tree { path }) => Some(path.clone()),
         Some(RootfsLayout::Overlay { upper, .. }) => Some(upper.clone()),
-        None => None,
+        Some(RootfsLayout::Image { .. }) | None => None,
     }
 }
 

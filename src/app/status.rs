@@ -80,6 +80,14 @@ pub fn status(host: &Host, name: &str) -> i32 {
         ),
     };
     let (disk, disk_error) = match (&record.rootfs, record.project_id) {
+        // The image's filesystem is the limit: its own counters tell.
+        (Some(crate::rootfs::RootfsLayout::Image { path }), _) => {
+            let root = init_pid.map(|pid| std::path::PathBuf::from(format!("/proc/{pid}/root")));
+            match crate::rootfs::image::usage(path, root.as_deref()) {
+                Ok(usage) => (Some(usage), None),
+                Err(e) => (None, Some(e.to_string())),
+            }
+        }
         (Some(layout), Some(project)) => match quota::usage(layout.quota_root(), project) {
             Ok(usage) => (Some(usage), None),
             Err(e) => (None, Some(e.to_string())),
@@ -168,6 +176,9 @@ fn print_text(report: &GuestStatus) {
         }
         Some(crate::rootfs::RootfsLayout::Overlay { upper, .. }) => {
             outln!("Rootfs:     overlay, upper {}", upper.display())
+        }
+        Some(crate::rootfs::RootfsLayout::Image { path }) => {
+            outln!("Rootfs:     ext4 image {}", path.display())
         }
         None => outln!("Rootfs:     (none)"),
     }

@@ -142,6 +142,7 @@ pub(crate) struct FsXattr {
     pub fsx_pad: [u8; 8],
 }
 pub(crate) const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
+pub(crate) const FS_XFLAG_COWEXTSIZE: u32 = 0x0001_0000;
 nix::ioctl_read!(fs_ioc_fsgetxattr, b'X', 31, FsXattr);
 nix::ioctl_write_ptr!(fs_ioc_fssetxattr, b'X', 32, FsXattr);
 

@@ -8,8 +8,10 @@
 //! guest writing a file in place would change it everywhere. The strategies
 //! here give each guest its own inodes: `reflink` (every regular file a
 //! FICLONE of the template's, so blocks are shared until written), `copy`
-//! (a full copy), or `overlay` (the template is a read-only lower layer and
-//! the guest writes into its own upper directory). See docs/rootfs.md.
+//! (a full copy), `overlay` (the template is a read-only lower layer and
+//! the guest writes into its own upper directory), or `image` (an ext4
+//! image of the guest's own, one FICLONE of the template's image, see
+//! [`image`]). See docs/rootfs.md.
 //!
 //! What this module must never do: rebuild or overwrite an existing guest
 //! rootfs implicitly (`build_rootfs` returns an existing one untouched; only
@@ -21,6 +23,7 @@
 
 mod clone;
 pub mod guestfile;
+pub mod image;
 mod overlay;
 pub use overlay::mounts_under;
 mod remove;
@@ -54,6 +57,9 @@ pub enum CloneStrategy {
     Overlay,
     /// A full, independent copy.
     Copy,
+    /// An ext4 image file per guest, a whole-file reflink of the template's
+    /// image, loop-mounted while the guest runs; fails where unsupported.
+    Image,
 }
 
 /// A strategy after [`resolve`]: what will actually be done on this host.
@@ -63,6 +69,7 @@ pub enum ResolvedStrategy {
     Reflink,
     Overlay,
     Copy,
+    Image,
 }
 
 /// Ownership shift for unprivileged guests on filesystems without idmapped
@@ -87,6 +94,8 @@ pub enum RootfsLayout {
         upper: PathBuf,
         work: PathBuf,
     },
+    /// An ext4 image file; the runtime mounts it with [`image::mount`].
+    Image { path: PathBuf },
 }
 
 impl RootfsLayout {
@@ -97,6 +106,8 @@ impl RootfsLayout {
         match self {
             RootfsLayout::Tree { path } => path,
             RootfsLayout::Overlay { upper, .. } => upper.parent().unwrap_or(upper),
+            // Sized, not quota'd: see `image::resize_offline`.
+            RootfsLayout::Image { path } => path,
         }
     }
 }
@@ -165,8 +176,22 @@ pub enum RootfsError {
          keeps the template's ids); use reflink or copy"
     )]
     ShiftWithOverlay { path: PathBuf },
-    #[error("{path}: the overlay strategy makes layers, not a tree; use build_rootfs")]
-    OverlayIsNotATree { path: PathBuf },
+    #[error("{path}: the {strategy} strategy does not make a tree; use build_rootfs")]
+    NotATree {
+        path: PathBuf,
+        strategy: &'static str,
+    },
+    #[error("{path}: the image strategy clones the template's image; use build_image_rootfs")]
+    ImageNeedsTemplateImage { path: PathBuf },
+    #[error(
+        "{path} is still attached to {device}; an ext4 image must never be mounted twice \
+         (is the guest running, or another vsctl using it?)"
+    )]
+    ImageInUse { path: PathBuf, device: PathBuf },
+    #[error(
+        "{path}: ext4 cannot shrink while mounted; stop the guest, then apply again to shrink its image"
+    )]
+    ImageShrinkWhileRunning { path: PathBuf },
     #[error("create btrfs subvolume {path}: {source}")]
     Subvolume {
         path: PathBuf,
@@ -212,6 +237,10 @@ pub fn resolve(
         CloneStrategy::Reflink => {
             probe_reflink(state_dir)?;
             Ok(ResolvedStrategy::Reflink)
+        }
+        CloneStrategy::Image => {
+            probe_reflink(state_dir)?;
+            Ok(ResolvedStrategy::Image)
         }
         CloneStrategy::Auto => match probe_reflink(state_dir) {
             Ok(()) => Ok(ResolvedStrategy::Reflink),
@@ -298,9 +327,14 @@ pub fn clone_tree(
     let mode = match strategy {
         ResolvedStrategy::Reflink => clone::DataMode::Reflink,
         ResolvedStrategy::Copy => clone::DataMode::Copy,
-        ResolvedStrategy::Overlay => {
-            return Err(RootfsError::OverlayIsNotATree {
+        ResolvedStrategy::Overlay | ResolvedStrategy::Image => {
+            return Err(RootfsError::NotATree {
                 path: dst.to_path_buf(),
+                strategy: if strategy == ResolvedStrategy::Image {
+                    "image"
+                } else {
+                    "overlay"
+                },
             });
         }
     };
@@ -405,6 +439,9 @@ pub fn build_rootfs(
 ) -> Result<RootfsLayout, RootfsError> {
     std::fs::create_dir_all(guest_dir).map_err(|e| io_err("create", guest_dir, e))?;
     match strategy {
+        ResolvedStrategy::Image => Err(RootfsError::ImageNeedsTemplateImage {
+            path: guest_dir.to_path_buf(),
+        }),
         ResolvedStrategy::Reflink | ResolvedStrategy::Copy => {
             let path = guest_dir.join("rootfs");
             if existing_dir(&path)? {
@@ -489,6 +526,41 @@ pub fn build_rootfs(
     }
 }
 
+/// Build a guest's root filesystem image `guest_dir/rootfs.img` as a clone of
+/// `template_image` sized `size` bytes (see [`image`]), crash-safe like
+/// [`build_rootfs`]: made as `rootfs.img.building`, published by rename; an
+/// existing image is returned untouched. Unprivileged guests use it through
+/// an idmapped mount, so ownership is never shifted.
+pub fn build_image_rootfs(
+    template_image: &Path,
+    guest_dir: &Path,
+    size: u64,
+) -> Result<RootfsLayout, RootfsError> {
+    std::fs::create_dir_all(guest_dir).map_err(|e| io_err("create", guest_dir, e))?;
+    let path = image::guest_image(guest_dir);
+    match std::fs::symlink_metadata(&path) {
+        Ok(md) if md.is_file() => return Ok(RootfsLayout::Image { path }),
+        Ok(_) => return Err(RootfsError::NotADirectory { path }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io_err("stat", &path, e)),
+    }
+    cleanup_partial(guest_dir)?;
+    let building = guest_dir.join(format!("{}{BUILDING}", image::IMAGE_NAME));
+    image::clone_image(template_image, &building)?;
+    image::resize_offline(&building, size)?;
+    let dfd = open_dir(guest_dir)?;
+    renameat2(
+        &dfd,
+        building.file_name().unwrap_or_default(),
+        &dfd,
+        image::IMAGE_NAME,
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|e| io_err("rename into place", &path, e))?;
+    nix::unistd::fsync(&dfd).map_err(|e| io_err("fsync", guest_dir, e))?;
+    Ok(RootfsLayout::Image { path })
+}
+
 fn make_work_dir(work: &Path) -> Result<(), RootfsError> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new().mode(0o700).create(work) {
@@ -538,8 +610,8 @@ pub fn cleanup_partial(guest_dir: &Path) -> Result<(), RootfsError> {
     Ok(())
 }
 
-/// Delete a guest's root filesystem (tree or overlay layers, and any partial
-/// build). Only for an explicit user request (`--recreate`, `--prune
+/// Delete a guest's root filesystem (tree, overlay layers or image, and any
+/// partial build). Only for an explicit user request (`--recreate`, `--prune
 /// --purge`). Everything mounted at or below `guest_dir` is detached first;
 /// the delete walk never follows symlinks nor crosses filesystems.
 pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
@@ -569,7 +641,7 @@ pub fn purge_rootfs(guest_dir: &Path) -> Result<(), RootfsError> {
     }
     cleanup_partial(&guest_dir)?;
     let dfd = open_dir(&guest_dir)?;
-    for name in ["rootfs", "overlay"] {
+    for name in ["rootfs", "overlay", image::IMAGE_NAME] {
         remove::remove_entry(&dfd, &guest_dir, OsStr::new(name))?;
     }
     Ok(())
@@ -610,6 +682,7 @@ mod tests {
             ("reflink", CloneStrategy::Reflink),
             ("overlay", CloneStrategy::Overlay),
             ("copy", CloneStrategy::Copy),
+            ("image", CloneStrategy::Image),
         ] {
             let c: Cfg = toml::from_str(&format!("strategy = \"{s}\"")).unwrap();
             assert_eq!(c.strategy, want);
@@ -628,6 +701,9 @@ mod tests {
                 upper: "/var/lib/vsctl/guests/a/overlay/upper".into(),
                 work: "/var/lib/vsctl/guests/a/overlay/work".into(),
             },
+            RootfsLayout::Image {
+                path: "/var/lib/vsctl/guests/a/rootfs.img".into(),
+            },
         ] {
             let j = serde_json::to_string(&l).unwrap();
             assert_eq!(serde_json::from_str::<RootfsLayout>(&j).unwrap(), l);
@@ -645,6 +721,6 @@ mod tests {
             None,
         )
         .unwrap_err();
-        assert!(matches!(e, RootfsError::OverlayIsNotATree { .. }));
+        assert!(matches!(e, RootfsError::NotATree { .. }));
     }
 }

@@ -20,6 +20,16 @@ pub(crate) fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()
     Ok(())
 }
 
+nix::ioctl_write_ptr!(ext4_ioc_resize_fs, b'f', 16, u64);
+
+/// Grow the mounted ext4 filesystem holding `fd` to `blocks` blocks
+/// (EXT4_IOC_RESIZE_FS; needs CAP_SYS_RESOURCE).
+pub(crate) fn ext4_resize(fd: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
+    // SAFETY: the ioctl reads one u64 from `blocks`, alive for the call.
+    unsafe { ext4_ioc_resize_fs(fd.as_raw_fd(), &blocks) }?;
+    Ok(())
+}
+
 /// Where an xattr call should act: on an open fd (regular files and
 /// directories), or on a path (used with `/proc/self/fd/N` of an `O_PATH` fd
 /// for symlinks and special files, which cannot be opened for I/O without side

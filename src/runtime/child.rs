@@ -342,6 +342,11 @@ fn overlay_data(lower: &[String], upper: &str, work: &str, userxattr: bool) -> S
 fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
     let nr = &plan.new_root;
     match (&plan.rootfs, idmapped.is_empty()) {
+        (RootfsMount::Image { path, .. }, _) => {
+            let tree = idmapped.first().ok_or("no mounted image received")?;
+            crate::sys::move_mount_to(tree.as_raw_fd(), nr)
+                .map_err(ctx(format!("attach rootfs image {}", path.display())))
+        }
         (RootfsMount::Tree { .. }, false) => crate::sys::move_mount_to(idmapped[0].as_raw_fd(), nr)
             .map_err(ctx("attach idmapped rootfs")),
         (RootfsMount::Tree { path }, true) => mount(
@@ -468,7 +473,7 @@ pub fn run(
         _ => fail(err_w, "parent went away before setup"),
     }
     let idmapped = match idmap_sock {
-        Some(sock) => match recv_fds(sock, plan.idmap_sources.len()) {
+        Some(sock) => match recv_fds(sock, plan.rootfs_fds()) {
             Ok(fds) => fds,
             Err(e) => fail(err_w, &format!("receive idmapped rootfs: {e}")),
         },

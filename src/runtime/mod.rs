@@ -58,6 +58,17 @@ pub enum RootfsMount {
         upper: PathBuf,
         work: PathBuf,
     },
+    /// An ext4 image file: the supervisor mounts it through a loop device
+    /// as a detached mount (idmapped for an unprivileged guest) and hands it
+    /// to init, so it is mounted only inside the guest's mount namespace and
+    /// goes away with it.
+    Image {
+        path: PathBuf,
+        /// A tree with the same init as the image (its template), to guess
+        /// the init's kind without mounting the image.
+        #[serde(default)]
+        init_guess: Option<PathBuf>,
+    },
 }
 
 /// A uid/gid range on the host that maps to 0..count inside the guest.
@@ -520,6 +531,11 @@ fn validate(spec: &RuntimeSpec) -> Result<(), RuntimeError> {
             check_dir(upper, "overlay upper")?;
             check_dir(work, "overlay work")?;
         }
+        RootfsMount::Image { path, .. } => {
+            if !path.is_file() {
+                return bad(format!("rootfs image {} is not a file", path.display()));
+            }
+        }
     }
     Ok(())
 }
@@ -532,6 +548,7 @@ fn init_on_host(spec: &RuntimeSpec) -> Option<PathBuf> {
         RootfsMount::Overlay { lower, upper, .. } => std::iter::once(upper.clone())
             .chain(lower.iter().cloned())
             .collect(),
+        RootfsMount::Image { init_guess, .. } => init_guess.iter().cloned().collect(),
     };
     roots
         .into_iter()
@@ -683,6 +700,9 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
     let root_dev = match &spec.rootfs {
         RootfsMount::Tree { path } => cgroup::backing_device(path),
         RootfsMount::Overlay { upper, .. } => cgroup::backing_device(upper),
+        // The loop device's I/O is issued in the guest's cgroup onto the
+        // device holding the image.
+        RootfsMount::Image { path, .. } => cgroup::backing_device(path),
     };
     let cgroup_ref = ManagerRef {
         version: mgr.version(),

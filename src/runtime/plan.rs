@@ -114,6 +114,17 @@ pub struct ChildPlan {
     pub layers_dir: PathBuf,
 }
 
+impl ChildPlan {
+    /// How many mount fds the supervisor hands the child: the idmapped
+    /// sources, or the one mounted image.
+    pub fn rootfs_fds(&self) -> usize {
+        match self.rootfs {
+            RootfsMount::Image { .. } => 1,
+            _ => self.idmap_sources.len(),
+        }
+    }
+}
+
 fn cstr(s: &str, what: &str) -> Result<CString, RuntimeError> {
     CString::new(s).map_err(|_| RuntimeError::Invalid(format!("{what} contains a NUL byte: {s:?}")))
 }
@@ -470,6 +481,8 @@ fn host_os_release() -> Option<String> {
 
 fn idmap_sources(rootfs: &RootfsMount) -> Vec<PathBuf> {
     match rootfs {
+        // Mounted and idmapped by the supervisor itself (see RootfsMount::Image).
+        RootfsMount::Image { .. } => Vec::new(),
         RootfsMount::Tree { path } => vec![path.clone()],
         RootfsMount::Overlay { lower, upper, .. } => {
             let mut v = lower.clone();

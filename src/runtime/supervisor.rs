@@ -13,8 +13,8 @@ use super::console::ConsoleServer;
 use super::notify::{self, NotifySocket};
 use super::plan::ChildPlan;
 use super::{
-    ExitInfo, Phase, RunState, RuntimeError, RuntimeSpec, STOP_FILE, Started, child, now_unix,
-    proc_start_time, write_state,
+    ExitInfo, Phase, RootfsMount, RunState, RuntimeError, RuntimeSpec, STOP_FILE, Started, child,
+    now_unix, proc_start_time, write_state,
 };
 use crate::cgroup::{CgroupManager, DevNum, ManagerRef};
 use crate::sys::{self, Cloned};
@@ -332,7 +332,7 @@ fn boot(
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // The idmapped rootfs needs the child's user namespace, so it is made
     // after clone and handed over on a socket.
-    let idmap = if !ctx.plan.idmap_sources.is_empty() {
+    let idmap = if ctx.plan.rootfs_fds() > 0 {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         Some(
             socketpair(
@@ -397,7 +397,7 @@ fn boot(
                         .map_err(|e| e.to_string())?;
                 }
                 if let Some((ours, _)) = &idmap {
-                    send_idmapped_trees(ours, pid, &ctx.plan.idmap_sources)?;
+                    send_rootfs_trees(ours, pid, ctx)?;
                 }
                 Ok(())
             };
@@ -629,6 +629,17 @@ fn run(ctx: &Context, report: OwnedFd, go: OwnedFd) -> Result<(), ()> {
         // Whatever init left behind (exec'd processes, escaped daemons)
         // goes with it, and so does its network's host side.
         let _ = mgr.kill_all(&spec.name, Duration::from_secs(10));
+        if let RootfsMount::Image { path, .. } = &spec.rootfs {
+            // Stopped means the image may be mounted again (or resized):
+            // wait for the kernel to release the dead namespace's mount.
+            match crate::loopdev::wait_released(path, Duration::from_secs(10)) {
+                Ok(left) if !left.is_empty() => {
+                    log.note(&format!("image still attached to {left:?}"))
+                }
+                Err(e) => log.note(&format!("checking the image's loop device: {e}")),
+                Ok(_) => {}
+            }
+        }
         if let Err(e) = super::teardown_network(spec) {
             log.note(&format!("removing network: {e}"));
         }
@@ -898,18 +909,30 @@ fn drain(console: &Console, log: &mut ConsoleLog, socks: &mut Sockets) {
     }
 }
 
-/// Make idmapped copies of the rootfs sources for the child's user
-/// namespace and pass them over the socket in one message.
-fn send_idmapped_trees(sock: &OwnedFd, pid: i32, paths: &[PathBuf]) -> Result<(), String> {
+/// Make the child's rootfs mounts and pass them over the socket in one
+/// message: idmapped copies of the rootfs sources for its user namespace,
+/// or its image mounted (idmapped if it has a user namespace). Our copies
+/// close on return, so the guest's mount namespace alone holds them.
+fn send_rootfs_trees(sock: &OwnedFd, pid: i32, ctx: &Context) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let userns = File::open(format!("/proc/{pid}/ns/user"))
-        .map_err(|e| format!("open user namespace: {e}"))?;
+    let userns = || {
+        File::open(format!("/proc/{pid}/ns/user")).map_err(|e| format!("open user namespace: {e}"))
+    };
     let mut trees = Vec::new();
-    for p in paths {
+    if let RootfsMount::Image { path, .. } = &ctx.spec.rootfs {
+        let ns = ctx.spec.userns.map(|_| userns()).transpose()?;
         trees.push(
-            sys::idmapped_tree(p, userns.as_raw_fd())
-                .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+            crate::rootfs::image::mount(path, ns.as_ref().map(|n| n.as_raw_fd()))
+                .map_err(|e| e.to_string())?,
         );
+    } else {
+        let userns = userns()?;
+        for p in &ctx.plan.idmap_sources {
+            trees.push(
+                sys::idmapped_tree(p, userns.as_raw_fd())
+                    .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+            );
+        }
     }
     let fds: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
     let iov = [std::io::IoSlice::new(b"m")];

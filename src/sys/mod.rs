@@ -686,6 +686,14 @@ pub fn idmapped_tree(path: &std::path::Path, userns: RawFd) -> io::Result<OwnedF
     })?;
     // SAFETY: fresh fd from the kernel.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    set_idmap(&tree, userns)?;
+    Ok(tree)
+}
+
+/// Make the detached mount `tree` idmapped with the user namespace `userns`
+/// (mount_setattr MOUNT_ATTR_IDMAP).
+pub fn set_idmap(tree: &OwnedFd, userns: RawFd) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
     let attr = MountAttr {
         attr_set: MOUNT_ATTR_IDMAP,
         attr_clr: 0,
@@ -697,14 +705,71 @@ pub fn idmapped_tree(path: &std::path::Path, userns: RawFd) -> io::Result<OwnedF
     check(unsafe {
         libc::syscall(
             libc::SYS_mount_setattr,
-            fd,
+            tree.as_raw_fd(),
             c"".as_ptr(),
             libc::AT_EMPTY_PATH as libc::c_uint,
             &attr as *const MountAttr,
             std::mem::size_of::<MountAttr>(),
         )
     })?;
-    Ok(tree)
+    Ok(())
+}
+
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_FLAG: libc::c_uint = 0;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+
+/// A new, detached mount of a `fstype` filesystem (fsopen, fsconfig,
+/// fsmount): `options` are `(key, Some(value))` strings or `(flag, None)`
+/// flags, `source` among them for block filesystems. The mount is attached
+/// nowhere; use it through the fd (as a directory fd), attach it with
+/// [`move_mount_to`], or drop it to unmount.
+pub fn mount_detached(fstype: &str, options: &[(&str, Option<&str>)]) -> io::Result<OwnedFd> {
+    let cstr = |s: &str| CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let t = cstr(fstype)?;
+    // SAFETY: t is a valid NUL-terminated string for the call.
+    let fsfd = check(unsafe { libc::syscall(libc::SYS_fsopen, t.as_ptr(), FSOPEN_CLOEXEC) })?;
+    // SAFETY: fresh fd from the kernel.
+    let fsfd = unsafe { OwnedFd::from_raw_fd(fsfd as RawFd) };
+    use std::os::fd::AsRawFd;
+    for (key, value) in options {
+        let k = cstr(key)?;
+        let v = value.map(cstr).transpose()?;
+        let (cmd, vptr) = match &v {
+            Some(v) => (FSCONFIG_SET_STRING, v.as_ptr()),
+            None => (FSCONFIG_SET_FLAG, std::ptr::null()),
+        };
+        // SAFETY: k and v are NUL-terminated and outlive the call; a flag
+        // takes a null value.
+        check(unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fsfd.as_raw_fd(),
+                cmd,
+                k.as_ptr(),
+                vptr,
+                0,
+            )
+        })?;
+    }
+    // SAFETY: no pointers; the command acts on the fs context fd.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fsfd.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    })?;
+    // SAFETY: no pointers; makes a mount of the created superblock.
+    let m =
+        check(unsafe { libc::syscall(libc::SYS_fsmount, fsfd.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })?;
+    // SAFETY: fresh fd from the kernel.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
 }
 
 /// move_mount(2) a detached mount (fd) onto `target`.

@@ -159,6 +159,7 @@ impl Guest {
         match &self.spec.rootfs {
             RootfsMount::Tree { path } => path.clone(),
             RootfsMount::Overlay { upper, .. } => upper.clone(),
+            RootfsMount::Image { .. } => panic!("image guests have no host tree"),
         }
     }
 
