@@ -325,3 +325,112 @@ fn image_guests_boot_take_files_resize_and_leave_nothing_behind() {
         assert_eq!(left, Vec::<String>::new());
     }
 }
+
+mod kill_points;
+
+/// e2fsck -fn of an image: exit code and output.
+fn fsck(img: &Path) -> (i32, String) {
+    let out = Command::new("e2fsck").arg("-fn").arg(img).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!("{}{}", stdout(&out), stderr(&out)),
+    )
+}
+
+/// Wait (up to 2 s) for the kernel to detach the loop devices of a killed
+/// vsctl's mounts, then return those still attached under `dir`.
+fn loops_after_kill(dir: &Path) -> Vec<String> {
+    for _ in 0..200 {
+        if loops_under(dir).is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    loops_under(dir)
+}
+
+#[test]
+fn sigkilled_image_applies_converge() {
+    let fs = LoopFs::new(Fs::Xfs { prjquota: false });
+    let world = World::new();
+    let state = fs.mnt.join("state");
+    let state_arg = state.display().to_string();
+    // Stopped, sized (so a resize runs after the clone), with guest files.
+    world.write_guest(
+        "c",
+        &guest("state = \"stopped\"\nhostname = \"crashy\"\n[disk]\nquota = \"128MiB\""),
+    );
+    let out = world.vsctl(&["--state-dir", &state_arg, "template", "build", "busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let guest_dir = state.join("guests/c");
+    let images = state.join("guests/.images");
+    let img = guest_dir.join("rootfs.img");
+    let reset = || {
+        vsctl::rootfs::purge_rootfs(&guest_dir).unwrap();
+        let _ = std::fs::remove_file(guest_dir.join("record.json"));
+        let _ = std::fs::remove_dir_all(&images);
+    };
+    let t0 = std::time::Instant::now();
+    let out = world.vsctl(&["--state-dir", &state_arg, "apply"]);
+    let full = t0.elapsed();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fsck(&img).0, 0);
+
+    let seed = kill_points::seed();
+    eprintln!("seed {seed}, full apply {full:?}");
+    let mut rng = kill_points::Rng(seed);
+    let (mut published, mut none) = (0, 0);
+    for _ in 0..10 {
+        reset();
+        let child = world
+            .vsctl_command(&["--state-dir", &state_arg, "apply"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let delay = rng.next() % (full.as_micros() as u64 + 1);
+        kill_points::sigkill_after(child, std::time::Duration::from_micros(delay));
+        assert_eq!(loops_after_kill(&state), Vec::<String>::new());
+        if img.exists() {
+            // Published means complete: sized, and a clean filesystem.
+            published += 1;
+            let (code, text) = fsck(&img);
+            assert_eq!(code, 0, "published image is not clean:\n{text}");
+            assert_eq!(image::read_superblock(&img).unwrap().size(), 128 << 20);
+        } else {
+            none += 1;
+            assert!(
+                !guest_dir.join("record.json").exists(),
+                "a record without an image after a kill"
+            );
+        }
+    }
+    eprintln!("kills: {published} left a published image, {none} none");
+    // Converge from whatever the last kill left.
+    let out = world.vsctl(&["--state-dir", &state_arg, "apply"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = world.vsctl(&["--state-dir", &state_arg, "apply", "--detailed-exitcode"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert_eq!(fsck(&img).0, 0);
+    let names = |d: &Path| -> Vec<String> {
+        std::fs::read_dir(d)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    assert!(
+        names(&guest_dir)
+            .iter()
+            .all(|n| !n.ends_with(".building") && !n.ends_with(".resizing")),
+        "{:?}",
+        names(&guest_dir)
+    );
+    assert_eq!(names(&images).len(), 1, "{:?}", names(&images));
+    // The guest files are in the image.
+    let obs = fs.mnt.join("obs");
+    let m = mount_image(&img, &obs, "c", true);
+    assert_eq!(
+        std::fs::read_to_string(m.0.join("etc/hostname")).unwrap(),
+        "crashy\n"
+    );
+}

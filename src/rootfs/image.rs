@@ -41,6 +41,8 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// that every resize rewrites).
 const RESIZE_MAX_BLOCKS: u64 = 1 << 28;
 const BLOCK: u64 = 4096;
+/// Suffix of the reflink copy a resize works on.
+pub(crate) const RESIZING: &str = ".resizing";
 
 fn tool_err(tool: &str, path: &Path, out: std::process::Output) -> RootfsError {
     let text = String::from_utf8_lossy(&out.stderr);
@@ -69,10 +71,13 @@ fn run_tool(cmd: &mut Command, tool: &str, path: &Path, ok_up_to: i32) -> Result
     }
 }
 
-/// The template image for the tree `tree` at `dir/KEY.ext4`, made if
-/// missing (crash-safe: built as `KEY.ext4.building`, renamed when
-/// complete). Images of the same `template` with another key are removed:
-/// guests are clones and never refer to it after they are made.
+/// The template image for the tree `tree` at `dir/TEMPLATE@KEY.ext4`, made
+/// if missing (crash-safe: built as `TEMPLATE@KEY.ext4.PID.building`,
+/// renamed when complete). Everything else of the same `template` is
+/// removed: images of another key (guests are clones and never refer to
+/// them after they are made) and builds of killed runs (named by pid, so
+/// that an mkfs.ext4 orphaned by a kill writes only to its own, unlinked,
+/// file).
 pub fn template_image(
     tree: &Path,
     dir: &Path,
@@ -95,7 +100,7 @@ pub fn template_image(
             let _ = std::fs::remove_file(entry.path());
         }
     }
-    let building = dir.join(format!("{name}{BUILDING}"));
+    let building = dir.join(format!("{name}.{}{BUILDING}", std::process::id()));
     let file = File::create(&building).map_err(|e| io_err("create", &building, e))?;
     file.set_len(DEFAULT_SIZE)
         .map_err(|e| io_err("size", &building, e))?;
@@ -361,7 +366,7 @@ pub fn resize_offline(image: &Path, bytes: u64) -> Result<(), RootfsError> {
     }
     wait_unused(image)?;
     let mut tmp = image.as_os_str().to_owned();
-    tmp.push(".resizing");
+    tmp.push(RESIZING);
     let tmp = PathBuf::from(tmp);
     match std::fs::remove_file(&tmp) {
         Ok(()) => {}

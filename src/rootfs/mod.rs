@@ -588,8 +588,9 @@ fn copy_root_attrs(template: &Path, dir: &Path) -> Result<(), RootfsError> {
     .map_err(|e| io_err("set times", dir, e))
 }
 
-/// Remove stale `*.building` entries left by an interrupted build, and only
-/// those. Never touches `rootfs` or `overlay`.
+/// Remove stale `*.building` entries left by an interrupted build (and the
+/// `*.resizing` copies of an interrupted image resize), and only those.
+/// Never touches `rootfs`, `overlay` or `rootfs.img`.
 pub fn cleanup_partial(guest_dir: &Path) -> Result<(), RootfsError> {
     let dfd = match nix::fcntl::open(
         guest_dir,
@@ -603,7 +604,8 @@ pub fn cleanup_partial(guest_dir: &Path) -> Result<(), RootfsError> {
     for ent in std::fs::read_dir(guest_dir).map_err(|e| io_err("read", guest_dir, e))? {
         let ent = ent.map_err(|e| io_err("read", guest_dir, e))?;
         let name = ent.file_name();
-        if name.as_encoded_bytes().ends_with(BUILDING.as_bytes()) {
+        let bytes = name.as_encoded_bytes();
+        if bytes.ends_with(BUILDING.as_bytes()) || bytes.ends_with(image::RESIZING.as_bytes()) {
             remove::remove_entry(&dfd, guest_dir, &name)?;
         }
     }
