@@ -3,10 +3,11 @@
 # holding the vsctl state directory (--root): `vsctl apply` creating one
 # stopped reflink guest from an already built template vs `cp -a
 # --reflink=always` of the same template tree, interleaved, with the in-process
-# clone_tree time (benches/clone.rs) alongside; then the disk used by 100
-# reflink guests and by 100 overlay guests (one `vsctl apply` each batch,
-# measured with df before/after) and the time of `vsctl apply` creating one
-# overlay guest. Prints a table; ratios are what to quote (see
+# clone_tree time (benches/clone.rs) and `vsctl apply` creating one image
+# guest alongside; then the disk used by 100 reflink, 100 image and 100
+# overlay guests (one `vsctl apply` each batch, measured with df
+# before/after; for images also the template image the first image guest
+# made) and the time of `vsctl apply` creating one overlay guest. Prints a table; ratios are what to quote (see
 # /work/shared/benchmarking.md: ±10-30% run to run).
 #
 # The template is `bootstrap = "import"` of the source tarball, built once per
@@ -121,6 +122,14 @@ apply_ms() {
 }
 
 : >"$WORK/cp.ms"; : >"$WORK/apply.ms"; : >"$WORK/ratio"; : >"$WORK/inproc.ms"; : >"$WORK/shift.ms"
+: >"$WORK/image.ms"; : >"$WORK/image.ratio"
+# The image strategy's template image is made once, by the first image
+# guest's apply: timed (and its disk counted) on its own.
+img_before=$(used)
+guest "image-first" image true
+t0=$(now_ns); vs apply >/dev/null; img_first_ms=$(ms_since "$t0")
+img_after=$(used)
+timg=$(echo "$img_after $img_before $(du -sB1 "$T" | cut -f1)" | awk '{printf "%.3f", ($1-$2)/$3}')
 i=0
 while [ "$i" -lt "$ROUNDS" ]; do
     warm
@@ -134,10 +143,15 @@ while [ "$i" -lt "$ROUNDS" ]; do
     warm
     guest "u$i" reflink true
     u_ms=$(apply_ms)
+    warm
+    guest "i$i" image true
+    i_ms=$(apply_ms)
+    echo "$i_ms" >>"$WORK/image.ms"
+    echo "$i_ms $cp_ms" | awk '{printf "%.3f\n", $1/$2}' >>"$WORK/image.ratio"
     echo "$cp_ms" >>"$WORK/cp.ms"; echo "$a_ms" >>"$WORK/apply.ms"; echo "$in_ms" >>"$WORK/inproc.ms"
     echo "$u_ms" >>"$WORK/shift.ms"
     echo "$a_ms $cp_ms" | awk '{printf "%.3f\n", $1/$2}' >>"$WORK/ratio"
-    echo "round $i: cp -a --reflink=always ${cp_ms} ms, vsctl apply ${a_ms} ms, clone_tree ${in_ms} ms, vsctl apply (userns) ${u_ms} ms" >&2
+    echo "round $i: cp -a --reflink=always ${cp_ms} ms, vsctl apply ${a_ms} ms, clone_tree ${in_ms} ms, vsctl apply (userns) ${u_ms} ms, vsctl apply (image) ${i_ms} ms" >&2
     i=$((i + 1))
 done
 # A plan with nothing to do over the same guests: the part of every apply
@@ -177,6 +191,22 @@ mkdir "$WORK/reflink-guests"
 mv "$G"/*.toml "$WORK/reflink-guests/"
 vs apply --prune >/dev/null
 
+# Image guests: CLONES from one apply, default size (10 GiB, sparse),
+# default userns (idmapped). The template image exists already; what it
+# cost is reported beside.
+k=0
+while [ "$k" -lt "$CLONES" ]; do guest "m$k" image true; k=$((k + 1)); done
+before_im=$(used)
+t0=$(now_ns); vs apply >/dev/null; im_batch_ms=$(ms_since "$t0")
+after_im=$(used)
+im_disk=$(echo "$after_im $before_im $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
+im_total=$(echo "$after_im $before_im $img_after $img_before $tmpl" | awk '{printf "%.3f", ($1-$2+$3-$4)/$5}')
+im_per_kib=$(echo "$after_im $before_im $CLONES" | awk '{printf "%.1f", ($1-$2)/$3/1024}')
+im_per_guest_ms=$(echo "$im_batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
+mkdir "$WORK/image-guests"
+mv "$G"/*.toml "$WORK/image-guests/"
+vs apply --prune --purge >/dev/null
+
 # Overlay guests: `vsctl apply` creating one (default userns), 21 times.
 : >"$WORK/ov.ms"
 k=0
@@ -213,6 +243,14 @@ printf '%-58s %9s MiB %9s\n' "  new disk per guest: vsctl" "$per_clone" ""
 printf '%-58s %9s MiB %9s\n' "  new disk per clone: cp -a --reflink=always" "$per_cp" ""
 printf '%-58s %9s MiB %9s\n' "  inode floor per clone (entries x XFS isize)" "$inode_floor" ""
 printf '%-58s %9s ms %10s\n' "  apply time per guest in that batch" "$per_guest_ms" ""
+printf '%-58s %9s ms %10s\n' "vsctl apply: one new image guest (userns, idmapped)" "$(median <"$WORK/image.ms")" ""
+printf '%-58s %12s %10s\n' "  ratio vsctl apply (image) / cp (median of per-round ratios)" "$(median <"$WORK/image.ratio")" "<= 1.0"
+printf '%-58s %9s ms %10s\n' "  first image guest, making the template image" "$img_first_ms" ""
+printf '%-58s %12s %10s\n' "  new disk of the template image / template" "${timg}x" ""
+printf '%-58s %12s %10s\n' "new disk of $CLONES image guests (one apply) / template" "${im_disk}x" ""
+printf '%-58s %12s %10s\n' "  the same plus the template image / template" "${im_total}x" "< 1.1x"
+printf '%-58s %9s KiB %9s\n' "  new disk per image guest" "$im_per_kib" ""
+printf '%-58s %9s ms %10s\n' "  apply time per guest in that batch" "$im_per_guest_ms" ""
 printf '%-58s %9s ms %10s\n' "vsctl apply: one new overlay guest" "$(median <"$WORK/ov.ms")" "< 10 ms"
 printf '%-58s %12s %10s\n' "new disk of $CLONES overlay guests (one apply) / template" "${ov_disk}x" "< 1.1x"
 printf '%-58s %9s KiB %9s\n' "  new disk per overlay guest" "$ov_per_kib" ""

@@ -62,8 +62,22 @@ fn image_clones_are_faithful_independent_and_nearly_free() {
     let fs = LoopFs::new(Fs::Xfs { prjquota: false });
     let template = fs.mnt.join("template");
     make_fixture(&template);
+    // 8 MiB of data the template image must share with the tree, not copy.
+    let big: Vec<u8> = (0..8u32 << 20)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(template.join("usr/big"), &big).unwrap();
+    set_distinct_times(&template);
+    sh("sync");
+    let before_image = used_bytes(&fs.mnt);
     let images = fs.mnt.join("images");
     let timg = image::template_image(&template, &images, "fix", "k1").unwrap();
+    sh("sync");
+    let image_cost = used_bytes(&fs.mnt) - before_image;
+    assert!(
+        image_cost < 3 << 20,
+        "the template image took {image_cost} bytes: its data is not shared with the tree"
+    );
     // Made once: a second call returns the same file untouched.
     let mtime = std::fs::metadata(&timg).unwrap().modified().unwrap();
     assert_eq!(

@@ -127,12 +127,18 @@ pub fn template_image(
         &building,
         0,
     )?;
-    {
+    let placed = {
         let root = mount(&building, None)?;
         fix_up(tree, &root, &building)?;
-    }
-    let file = File::open(&building).map_err(|e| io_err("open", &building, e))?;
+        placements(tree, &root, &building)?
+    };
     wait_unused(&building)?;
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .open(&building)
+        .map_err(|e| io_err("open", &building, e))?;
+    share_with_tree(&placed, &file)?;
     file.sync_all().map_err(|e| io_err("fsync", &building, e))?;
     std::fs::rename(&building, &path).map_err(|e| io_err("rename into place", &path, e))?;
     Ok(path)
@@ -189,6 +195,77 @@ fn fix_up(tree: &Path, root: &OwnedFd, image: &Path) -> Result<(), RootfsError> 
             UtimensatFlags::NoFollowSymlink,
         )
         .map_err(|e| io_err("set times", &image.join(rel), e))?;
+    }
+    Ok(())
+}
+
+/// Where the data of a template file landed in the image: `(tree file,
+/// extents)`, each extent's `physical` being its byte offset in the image.
+type Placements = Vec<(PathBuf, Vec<super::sys::Extent>)>;
+
+/// For every regular file of the tree (once per inode), the extents its
+/// copy occupies in the mounted image (FIEMAP through the mount).
+fn placements(tree: &Path, root: &OwnedFd, image: &Path) -> Result<Placements, RootfsError> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for entry in walkdir::WalkDir::new(tree) {
+        let entry = entry.map_err(|e| io_err("walk", tree, std::io::Error::other(e)))?;
+        if !entry.file_type().is_file() {
+            continue;
+        }
+        let md = entry
+            .metadata()
+            .map_err(|e| io_err("stat", entry.path(), std::io::Error::other(e)))?;
+        if md.len() < BLOCK || !seen.insert((md.dev(), md.ino())) {
+            continue;
+        }
+        let rel = entry.path().strip_prefix(tree).unwrap_or(entry.path());
+        let how = OpenHow::new()
+            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+        let copy = openat2(root.as_fd(), rel, how)
+            .map_err(|e| io_err("open in image", &image.join(rel), e))?;
+        let extents = super::sys::data_extents(copy.as_fd())
+            .map_err(|e| io_err("map extents of", &image.join(rel), e))?;
+        out.push((entry.path().to_path_buf(), extents));
+    }
+    Ok(out)
+}
+
+/// Make the image share its file data with the template tree's files (the
+/// store objects) where the bytes are equal: FIDEDUPERANGE from each tree
+/// file onto the image range holding its copy. The kernel compares before it
+/// remaps, so a wrong placement shares nothing rather than corrupting
+/// anything. mke2fs wrote a second copy of the template's data; after this
+/// the template image costs its metadata and the partial last block of each
+/// file. Best effort: a range that cannot be shared stays a copy.
+fn share_with_tree(placed: &Placements, image: &File) -> Result<(), RootfsError> {
+    // XFS shares at most 16 MiB per call; larger asks come back short.
+    const CHUNK: u64 = 16 << 20;
+    for (path, extents) in placed {
+        let Ok(src) = File::open(path) else {
+            continue;
+        };
+        let size = src.metadata().map(|m| m.len()).unwrap_or(0);
+        for e in extents {
+            let end = (e.logical + e.length).min(size);
+            let mut off = e.logical;
+            while off + BLOCK <= end {
+                // Whole blocks: a partial last block cannot be shared.
+                let len = (end - off).min(CHUNK) / BLOCK * BLOCK;
+                match super::sys::dedupe(
+                    src.as_fd(),
+                    off,
+                    len,
+                    image.as_fd(),
+                    e.physical + (off - e.logical),
+                ) {
+                    Ok(n) if n > 0 => off += n,
+                    _ => break,
+                }
+            }
+        }
     }
     Ok(())
 }

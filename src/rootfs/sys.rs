@@ -20,6 +20,142 @@ pub(crate) fn ficlone(dst: BorrowedFd<'_>, src: BorrowedFd<'_>) -> io::Result<()
     Ok(())
 }
 
+/// One mapped extent of a file (FS_IOC_FIEMAP): `length` bytes at file
+/// offset `logical` live at byte `physical` of the filesystem's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Extent {
+    pub logical: u64,
+    pub physical: u64,
+    pub length: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FiemapExtent {
+    fe_logical: u64,
+    fe_physical: u64,
+    fe_length: u64,
+    fe_reserved64: [u64; 2],
+    fe_flags: u32,
+    fe_reserved: [u32; 3],
+}
+
+const FIEMAP_BATCH: usize = 64;
+
+#[repr(C)]
+struct Fiemap {
+    fm_start: u64,
+    fm_length: u64,
+    fm_flags: u32,
+    fm_mapped_extents: u32,
+    fm_extent_count: u32,
+    fm_reserved: u32,
+    fm_extents: [FiemapExtent; FIEMAP_BATCH],
+}
+
+const FS_IOC_FIEMAP: libc::c_ulong = 0xC020_660B;
+const FIEMAP_FLAG_SYNC: u32 = 1;
+const FIEMAP_EXTENT_LAST: u32 = 0x1;
+/// Extents whose bytes on the device are not the file's plain data
+/// (unknown, delayed, encoded, encrypted, unaligned, inline, tail-packed,
+/// unwritten): never shared.
+const FIEMAP_EXTENT_NOT_PLAIN: u32 = 0x2 | 0x4 | 0x8 | 0x80 | 0x100 | 0x200 | 0x400 | 0x800;
+
+/// The plain data extents of the file `fd` (FS_IOC_FIEMAP with SYNC).
+pub(crate) fn data_extents(fd: BorrowedFd<'_>) -> io::Result<Vec<Extent>> {
+    let mut out = Vec::new();
+    let mut start = 0u64;
+    loop {
+        let mut map = Fiemap {
+            fm_start: start,
+            fm_length: u64::MAX - start,
+            fm_flags: FIEMAP_FLAG_SYNC,
+            fm_mapped_extents: 0,
+            fm_extent_count: FIEMAP_BATCH as u32,
+            fm_reserved: 0,
+            fm_extents: [FiemapExtent::default(); FIEMAP_BATCH],
+        };
+        // SAFETY: the kernel reads the header and writes at most
+        // fm_extent_count extents into the array that follows it, all
+        // inside `map`, which we own.
+        let rc = unsafe { libc::ioctl(fd.as_raw_fd(), FS_IOC_FIEMAP, &mut map as *mut Fiemap) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = (map.fm_mapped_extents as usize).min(FIEMAP_BATCH);
+        if n == 0 {
+            return Ok(out);
+        }
+        for e in &map.fm_extents[..n] {
+            if e.fe_flags & FIEMAP_EXTENT_NOT_PLAIN == 0 {
+                out.push(Extent {
+                    logical: e.fe_logical,
+                    physical: e.fe_physical,
+                    length: e.fe_length,
+                });
+            }
+            start = e.fe_logical + e.fe_length;
+            if e.fe_flags & FIEMAP_EXTENT_LAST != 0 {
+                return Ok(out);
+            }
+        }
+    }
+}
+
+#[repr(C)]
+struct DedupeRange {
+    src_offset: u64,
+    src_length: u64,
+    dest_count: u16,
+    reserved1: u16,
+    reserved2: u32,
+    dest_fd: i64,
+    dest_offset: u64,
+    bytes_deduped: u64,
+    status: i32,
+    reserved: u32,
+}
+
+const FIDEDUPERANGE: libc::c_ulong = 0xC018_9436;
+
+/// Share `len` bytes at `src_off` of `src` with `dst` at `dst_off` if their
+/// contents are equal (FIDEDUPERANGE; the kernel compares, locks and
+/// remaps). Returns the bytes shared: 0 when the ranges differ. The kernel
+/// may share less than asked (a partial last block, its per-call limit).
+pub(crate) fn dedupe(
+    src: BorrowedFd<'_>,
+    src_off: u64,
+    len: u64,
+    dst: BorrowedFd<'_>,
+    dst_off: u64,
+) -> io::Result<u64> {
+    let mut arg = DedupeRange {
+        src_offset: src_off,
+        src_length: len,
+        dest_count: 1,
+        reserved1: 0,
+        reserved2: 0,
+        dest_fd: i64::from(dst.as_raw_fd()),
+        dest_offset: dst_off,
+        bytes_deduped: 0,
+        status: 0,
+        reserved: 0,
+    };
+    // SAFETY: `arg` is a file_dedupe_range header followed by exactly the
+    // one file_dedupe_range_info that dest_count announces; the kernel
+    // reads it and writes bytes_deduped and status back into it.
+    let rc = unsafe { libc::ioctl(src.as_raw_fd(), FIDEDUPERANGE, &mut arg as *mut DedupeRange) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    match arg.status {
+        0 => Ok(arg.bytes_deduped),
+        1 => Ok(0), // FILE_DEDUPE_RANGE_DIFFERS
+        e if e < 0 => Err(io::Error::from_raw_os_error(-e)),
+        _ => Ok(0),
+    }
+}
+
 nix::ioctl_write_ptr!(ext4_ioc_resize_fs, b'f', 16, u64);
 
 /// Grow the mounted ext4 filesystem holding `fd` to `blocks` blocks
@@ -174,4 +310,17 @@ pub(crate) fn remove_xattr(target: &XattrTarget<'_>, name: &CStr) -> io::Result<
         return Err(e);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ioctl_structs_match_the_kernel_abi() {
+        assert_eq!(std::mem::size_of::<super::FiemapExtent>(), 56);
+        assert_eq!(std::mem::size_of::<super::DedupeRange>(), 56);
+        assert_eq!(
+            std::mem::size_of::<super::Fiemap>(),
+            32 + 56 * super::FIEMAP_BATCH
+        );
+    }
 }
