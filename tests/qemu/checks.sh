@@ -357,9 +357,28 @@ if grep -q ' /mnt/xfs xfs ' /proc/mounts; then
     check xfs-quota-live-raise apply
     check xfs-quota-raised-write $V exec qt -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=32 conv=fsync && rm -f /fill'
     check xfs-quota-status sh -c "$V status qt --output json | grep -q '\"bytes_limit\": 67108864'"
+    # The image strategy: an ext4 image per guest (a reflink of the
+    # template's image), loop-mounted inside the guest, idmapped for an
+    # unprivileged guest; [disk] quota is its size, grown online here (this
+    # root has CAP_SYS_RESOURCE, unlike the CI host's).
+    guest im true 'pids = 64' '[rootfs]' 'strategy = "image"' '[disk]' 'quota = "96MiB"'
+    check image-apply apply
+    img=/mnt/xfs/root/var/lib/vsctl/guests/im/rootfs.img
+    check image-record grep -q '"kind": "image"' /mnt/xfs/root/var/lib/vsctl/guests/im/record.json
+    eq image-root-owns-files 0 $V exec im -- stat -c %u /etc/passwd
+    check image-is-root-mount sh -c "$V exec im -- cat /proc/self/mountinfo | grep ' / / ' | grep -q 'idmapped - ext4 /dev/loop'"
+    check image-not-on-host sh -c "! grep -q rootfs.img /proc/self/mountinfo"
+    $V exec im -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=128 conv=fsync 2>&1; rm -f /fill' > /tmp/q.out 2>&1
+    check image-full-is-enospc grep -q "No space left on device" /tmp/q.out
+    sed -i 's/^quota = "96MiB"$/quota = "256MiB"/' "$G/im.toml"
+    check image-online-grow apply
+    check image-grown-live sh -c "[ \$($V exec im -- df -k / | awk 'NR == 2 {print \$2}') -gt 200000 ]"
+    check image-grown-write $V exec im -- sh -c 'dd if=/dev/zero of=/fill bs=1M count=128 conv=fsync && rm -f /fill'
+    check image-status-limit sh -c "$V status im --output json | grep -q '\"bytes_limit\": 268435456'"
     sed -i 's/^state = "running"$/state = "stopped"/' "$G"/*.toml
     check xfs-all-stopped apply
-    check xfs-cgroups-gone sh -c "[ ! -e $CG/rl ] && [ ! -e $CG/rlp ] && [ ! -e $CG/qt ]"
+    check image-loop-released sh -c "! grep -q rootfs.img /sys/block/loop*/loop/backing_file 2>/dev/null"
+    check xfs-cgroups-gone sh -c "[ ! -e $CG/rl ] && [ ! -e $CG/rlp ] && [ ! -e $CG/qt ] && [ ! -e $CG/im ]"
     G=$G1 V=$V1
 else
     fail xfs-disk "no XFS disk mounted at /mnt/xfs"

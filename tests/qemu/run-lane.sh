@@ -128,10 +128,16 @@ add_module() {
 for m in "${WANT_MODULES[@]}"; do add_module "$m"; done
 
 # --- initramfs -------------------------------------------------------------
-libs=$(ldd "$VSCTL" | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | sort -u)
+# e2fsprogs for the image rootfs strategy (vsctl runs them by name).
+E2TOOLS=()
+for t in mkfs.ext4 e2fsck resize2fs; do
+    p=$(command -v "$t") || die "$t not found (e2fsprogs)"
+    E2TOOLS+=("$(readlink -f "$p"):$t")
+done
+libs=$(for f in "$VSCTL" "${E2TOOLS[@]%%:*}"; do ldd "$f"; done | awk '/=>/ {print $3} /^\t\/lib/ {print $1}' | sort -u)
 key=$( {
     echo "$kpkg $kver_pkg ${MODORDER[*]}"
-    sha256sum "$VSCTL" "$BUSYBOX" "$LANE_DIR/init.sh" "$LANE_DIR/checks.sh" $libs | cut -d' ' -f1
+    sha256sum "$VSCTL" "$BUSYBOX" "$LANE_DIR/init.sh" "$LANE_DIR/checks.sh" "${E2TOOLS[@]%%:*}" $libs | cut -d' ' -f1
 } | sha256sum | cut -c1-16)
 IMG=$CACHE/initramfs-$key.cpio.gz
 if [ ! -f "$IMG" ]; then
@@ -142,6 +148,8 @@ if [ ! -f "$IMG" ]; then
     cp "$BUSYBOX" "$stage/bin/busybox"
     strip -o "$stage/bin/vsctl" "$VSCTL" 2>/dev/null || cp "$VSCTL" "$stage/bin/vsctl"
     for l in $libs; do mkdir -p "$stage$(dirname "$l")"; cp -L "$l" "$stage$l"; done
+    for t in "${E2TOOLS[@]}"; do cp "${t%%:*}" "$stage/sbin/${t##*:}"; done
+    [ -f /etc/mke2fs.conf ] && cp /etc/mke2fs.conf "$stage/etc/"
     for m in "${MODORDER[@]}"; do cp "${MODFILE[$m]}" "$stage/modules/$m.ko"; done
     printf '%s\n' "${MODORDER[@]}" > "$stage/modules/order"
     cp "$LANE_DIR/init.sh" "$stage/init"
