@@ -412,8 +412,9 @@ impl Executor<'_> {
             Some(RootfsLayout::Image { path }) => {
                 // Mounted for the writes only, attached nowhere: the mount
                 // fd is the guest's root, and it goes when the fd closes.
-                let tree =
-                    rootfs::image::mount(path, None).map_err(|e| guest_error(&spec.name, e))?;
+                let fail = |e| guest_error(&spec.name, e);
+                let locked = rootfs::image::lock(path).map_err(fail)?;
+                let tree = rootfs::image::mount(&locked, None).map_err(fail)?;
                 let root = std::path::PathBuf::from(format!(
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&tree)

@@ -236,6 +236,10 @@ fn image_guests_boot_take_files_resize_and_leave_nothing_behind() {
         assert!(!host_mounts.contains(&*img.to_string_lossy()));
         assert_eq!(vsctl::loopdev::attached_to(img).unwrap().len(), 1, "{name}");
     }
+    // A running guest's supervisor holds its image: nobody else may mount
+    // or resize it (the lock is waited for a few seconds, then refused).
+    let err = image::lock(&image_u).unwrap_err();
+    assert!(err.to_string().contains("in use"), "{err}");
     // The unprivileged guest's image is idmapped: its root is a host uid of
     // its range, but the image stores 0.
     assert!(exec("u", "grep ' / / ' /proc/self/mountinfo").contains("idmapped"));

@@ -128,7 +128,7 @@ pub fn template_image(
         0,
     )?;
     let placed = {
-        let root = mount(&building, None)?;
+        let root = mount(&lock(&building)?, None)?;
         fix_up(tree, &root, &building)?;
         placements(tree, &root, &building)?
     };
@@ -301,24 +301,66 @@ fn wait_unused(image: &Path) -> Result<(), RootfsError> {
         None => Ok(()),
         Some(dev) => Err(RootfsError::ImageInUse {
             path: image.to_path_buf(),
-            device: dev.clone(),
+            by: dev.display().to_string(),
         }),
     }
 }
 
-/// Mount `image` (ext4) as a new detached mount through a loop device of its
-/// own, idmapped with the user namespace `userns` if given. The mount is
-/// attached nowhere; dropping the fd unmounts it and the loop device detaches
-/// itself (AUTOCLEAR). Refuses an image some loop device already backs: two
-/// mounts of one ext4 image would corrupt it.
-pub fn mount(image: &Path, userns: Option<RawFd>) -> Result<OwnedFd, RootfsError> {
-    wait_unused(image)?;
-    let file = File::options()
+/// Exclusive use of a guest's image (an flock on it): whoever mounts the
+/// image or resizes it holds this first, for as long as the mount or the
+/// resize lasts (the supervisor: the guest's whole life). Together with the
+/// loop-device check in [`mount`] it makes sure one ext4 image is never
+/// mounted twice, not even by two vsctl commands racing.
+#[derive(Debug)]
+pub struct ImageLock {
+    path: PathBuf,
+    file: nix::fcntl::Flock<File>,
+}
+
+/// Take [`ImageLock`] on `image`, waiting a little for a holder that is
+/// finishing (a guest being stopped, a guest-file write).
+pub fn lock(image: &Path) -> Result<ImageLock, RootfsError> {
+    use nix::fcntl::{Flock, FlockArg};
+    let mut file = File::options()
         .read(true)
         .write(true)
         .open(image)
         .map_err(|e| io_err("open", image, e))?;
-    let dev = crate::loopdev::attach(&file, false)
+    let deadline = std::time::Instant::now() + RELEASE_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(locked) => {
+                return Ok(ImageLock {
+                    path: image.to_path_buf(),
+                    file: locked,
+                });
+            }
+            Err((f, nix::Error::EWOULDBLOCK)) if std::time::Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, nix::Error::EWOULDBLOCK)) => {
+                return Err(RootfsError::ImageInUse {
+                    path: image.to_path_buf(),
+                    by: "another vsctl process (a running guest's supervisor, an apply)".into(),
+                });
+            }
+            Err((_, e)) => return Err(io_err("lock", image, e)),
+        }
+    }
+}
+
+/// Mount the locked image (ext4) as a new detached mount through a loop
+/// device of its own, idmapped with the user namespace `userns` if given.
+/// The mount is attached nowhere; dropping the fd unmounts it and the loop
+/// device detaches itself (AUTOCLEAR). Refuses an image some loop device
+/// still backs (a stopped guest's namespace not yet gone after the wait):
+/// two mounts of one ext4 image would corrupt it.
+pub fn mount(locked: &ImageLock, userns: Option<RawFd>) -> Result<OwnedFd, RootfsError> {
+    let image = locked.path.as_path();
+    wait_unused(image)?;
+    let file: &File = &locked.file;
+    let dev = crate::loopdev::attach(file, false)
         .map_err(|e| io_err("attach loop device for", image, e))?;
     let source = dev.path.to_string_lossy().into_owned();
     let tree = crate::sys::mount_detached(
@@ -441,6 +483,7 @@ pub fn resize_offline(image: &Path, bytes: u64) -> Result<(), RootfsError> {
     if read_superblock(image)?.size() == bytes {
         return Ok(());
     }
+    let _lock = lock(image)?;
     wait_unused(image)?;
     let mut tmp = image.as_os_str().to_owned();
     tmp.push(RESIZING);

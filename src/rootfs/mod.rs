@@ -184,10 +184,10 @@ pub enum RootfsError {
     #[error("{path}: the image strategy clones the template's image; use build_image_rootfs")]
     ImageNeedsTemplateImage { path: PathBuf },
     #[error(
-        "{path} is still attached to {device}; an ext4 image must never be mounted twice \
-         (is the guest running, or another vsctl using it?)"
+        "{path} is in use by {by}; an ext4 image must never be mounted twice \
+         (is the guest running?)"
     )]
-    ImageInUse { path: PathBuf, device: PathBuf },
+    ImageInUse { path: PathBuf, by: String },
     #[error(
         "{path}: ext4 cannot shrink while mounted; stop the guest, then apply again to shrink its image"
     )]

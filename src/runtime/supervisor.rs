@@ -17,6 +17,7 @@ use super::{
     now_unix, proc_start_time, write_state,
 };
 use crate::cgroup::{CgroupManager, DevNum, ManagerRef};
+use crate::rootfs::image::ImageLock;
 use crate::sys::{self, Cloned};
 use nix::fcntl::OFlag;
 use nix::sys::signal::{SigSet, Signal};
@@ -326,6 +327,7 @@ fn boot(
     ctx: &Context,
     mgr: &dyn CgroupManager,
     console: &Console,
+    image: Option<&ImageLock>,
 ) -> Result<(i32, OwnedFd), String> {
     let (sync_r, sync_w) =
         nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
@@ -397,7 +399,7 @@ fn boot(
                         .map_err(|e| e.to_string())?;
                 }
                 if let Some((ours, _)) = &idmap {
-                    send_rootfs_trees(ours, pid, ctx)?;
+                    send_rootfs_trees(ours, pid, ctx, image)?;
                 }
                 Ok(())
             };
@@ -600,9 +602,21 @@ fn run(ctx: &Context, report: OwnedFd, go: OwnedFd) -> Result<(), ()> {
         remove_sockets(spec);
         return Err(());
     }
+    // An image guest's image is ours for the guest's whole life, reboots
+    // included: nothing else may mount or resize it meanwhile.
+    let image_lock = match &spec.rootfs {
+        RootfsMount::Image { path, .. } => match crate::rootfs::image::lock(path) {
+            Ok(locked) => Some(locked),
+            Err(e) => {
+                fail(&mut state, &mut report, &mut log, true, e.to_string());
+                return Err(());
+            }
+        },
+        _ => None,
+    };
 
     loop {
-        let (init_pid, init_fd) = match boot(ctx, mgr.as_ref(), &console) {
+        let (init_pid, init_fd) = match boot(ctx, mgr.as_ref(), &console, image_lock.as_ref()) {
             Ok(v) => v,
             Err(msg) => {
                 fail(&mut state, &mut report, &mut log, true, msg);
@@ -913,16 +927,21 @@ fn drain(console: &Console, log: &mut ConsoleLog, socks: &mut Sockets) {
 /// message: idmapped copies of the rootfs sources for its user namespace,
 /// or its image mounted (idmapped if it has a user namespace). Our copies
 /// close on return, so the guest's mount namespace alone holds them.
-fn send_rootfs_trees(sock: &OwnedFd, pid: i32, ctx: &Context) -> Result<(), String> {
+fn send_rootfs_trees(
+    sock: &OwnedFd,
+    pid: i32,
+    ctx: &Context,
+    image: Option<&ImageLock>,
+) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
     let userns = || {
         File::open(format!("/proc/{pid}/ns/user")).map_err(|e| format!("open user namespace: {e}"))
     };
     let mut trees = Vec::new();
-    if let RootfsMount::Image { path, .. } = &ctx.spec.rootfs {
+    if let Some(locked) = image {
         let ns = ctx.spec.userns.map(|_| userns()).transpose()?;
         trees.push(
-            crate::rootfs::image::mount(path, ns.as_ref().map(|n| n.as_raw_fd()))
+            crate::rootfs::image::mount(locked, ns.as_ref().map(|n| n.as_raw_fd()))
                 .map_err(|e| e.to_string())?,
         );
     } else {
