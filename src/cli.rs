@@ -154,7 +154,8 @@ pub enum Command {
     /// Build, list, verify and remove templates
     #[command(subcommand)]
     Template(TemplateCommand),
-    /// Remove store objects no template references, and interrupted builds
+    /// Remove store objects no template references, template images of the
+    /// image strategy that no installed template matches, and interrupted builds
     Gc,
     /// Print shell completions
     Completions {

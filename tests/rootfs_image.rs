@@ -342,6 +342,19 @@ fn image_guests_boot_take_files_resize_and_leave_nothing_behind() {
         let left = common::leftovers(&format!("{}/{name}", world.cgroup_base));
         assert_eq!(left, Vec::<String>::new());
     }
+    // gc keeps the template image of an installed template, and removes it
+    // once the template is gone.
+    let images = state.join("guests/.images");
+    let count = || std::fs::read_dir(&images).unwrap().count();
+    assert_eq!(count(), 1);
+    let (_, gc) = world.vsctl_json(&["--state-dir", &state_arg, "gc"]);
+    assert_eq!(gc["gc"]["removed_template_images"], 0, "{gc:#}");
+    assert_eq!(count(), 1);
+    let out = vsctl(&["template", "rm", "busybox"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (_, gc) = world.vsctl_json(&["--state-dir", &state_arg, "gc"]);
+    assert_eq!(gc["gc"]["removed_template_images"], 1, "{gc:#}");
+    assert_eq!(count(), 0);
 }
 
 mod kill_points;

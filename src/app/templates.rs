@@ -169,18 +169,38 @@ fn verify(host: &Host, name: &str) -> i32 {
 }
 
 pub fn gc(host: &Host) -> i32 {
-    match crate::store::gc(&host.paths) {
+    let images = host.paths.guests_state_dir().join(".images");
+    let paths = &host.paths;
+    let result = crate::store::gc(paths)
+        .map_err(|e| e.to_string())
+        .and_then(|mut report| {
+            let (removed, freed) =
+                crate::rootfs::image::remove_unused_template_images(&images, |name, key| {
+                    template::installed(paths, name).is_some_and(|t| t.tree_digest == key)
+                })
+                .map_err(|e| e.to_string())?;
+            report.removed_template_images = removed;
+            report.freed_bytes += freed;
+            Ok(report)
+        });
+    match result {
         Ok(report) => {
             match host.output {
                 OutputFormat::Json => print_json(
                     &serde_json::json!({ "format_version": FORMAT_VERSION, "gc": report }),
                 ),
                 OutputFormat::Text => outln!(
-                    "removed {} unreferenced object{} and {} stale build{}, freed {} bytes",
+                    "removed {} unreferenced object{}, {} stale build{} and {} unused template image{}, freed {} bytes",
                     report.removed_objects,
                     if report.removed_objects == 1 { "" } else { "s" },
                     report.removed_stale,
                     if report.removed_stale == 1 { "" } else { "s" },
+                    report.removed_template_images,
+                    if report.removed_template_images == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     report.freed_bytes
                 ),
             }

@@ -144,6 +144,44 @@ pub fn template_image(
     Ok(path)
 }
 
+/// Remove the template images in `dir` that `keep(template, key)` rejects
+/// (a template removed or rebuilt since), and builds whose process is gone.
+/// Guests never refer to a template image after they are cloned, so this
+/// frees only the images themselves. Returns (files removed, bytes freed).
+pub fn remove_unused_template_images(
+    dir: &Path,
+    keep: impl Fn(&str, &str) -> bool,
+) -> Result<(u64, u64), RootfsError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, 0)),
+        Err(e) => return Err(io_err("read", dir, e)),
+    };
+    let (mut removed, mut freed) = (0, 0);
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let unused = if let Some(rest) = name.strip_suffix(BUILDING) {
+            rest.rsplit('.')
+                .next()
+                .and_then(|pid| pid.parse::<i32>().ok())
+                .is_some_and(crate::sys::pid_gone)
+        } else if let Some((template, key)) =
+            name.strip_suffix(".ext4").and_then(|s| s.split_once('@'))
+        {
+            !keep(template, key)
+        } else {
+            false
+        };
+        let Ok(md) = entry.metadata() else { continue };
+        if unused && md.is_file() {
+            std::fs::remove_file(entry.path()).map_err(|e| io_err("remove", &entry.path(), e))?;
+            removed += 1;
+            freed += md.blocks() * 512;
+        }
+    }
+    Ok((removed, freed))
+}
+
 /// What mke2fs -d does not copy faithfully: sub-second timestamps (it keeps
 /// whole seconds and sets atime to mtime) and the root directory's owner and
 /// mode. Every path here comes from walking the template tree and is

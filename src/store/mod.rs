@@ -238,6 +238,9 @@ pub struct GcReport {
     pub freed_bytes: u64,
     /// Stale temporary files and interrupted staging trees removed.
     pub removed_stale: u64,
+    /// Image-strategy template images of removed or rebuilt templates
+    /// (filled in by the caller, which knows where guests live).
+    pub removed_template_images: u64,
 }
 
 /// Remove every object that no template tree links to (`st_nlink == 1`), every
