@@ -29,7 +29,10 @@ fn child(variant: &str) {
             }];
             vsctl::seccomp::install(&allow).expect("install allow-all filter");
         }
-        "vsctl" => vsctl::seccomp::install(&vsctl::seccomp::build()).expect("install filter"),
+        "vsctl" => vsctl::seccomp::install(&vsctl::seccomp::build(
+            vsctl::seccomp::GuestKind::Unprivileged,
+        ))
+        .expect("install filter"),
         other => panic!("unknown variant {other}"),
     }
     let zero = OpenOptions::new().read(true).open("/dev/zero").unwrap();

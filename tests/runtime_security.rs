@@ -42,6 +42,18 @@ fn check_restrictions(g: &Guest, privileged: bool) {
         fails(g, "mount -t tmpfs none /mnt");
     }
     if privileged {
+        // A user namespace would give a privileged guest every capability
+        // back over namespaces of its own: refused (seccomp, on the clone
+        // and unshare flags). Forks and other namespaces' refusals as before.
+        let err = fails(g, "unshare -U true");
+        assert!(err.contains("Operation not permitted"), "{err}");
+        ok(g, "sh -c 'true' && (true) && echo forked");
+    } else {
+        // An unprivileged guest is in a user namespace of its own and may
+        // nest another (rootless containers, systemd's PrivateUsers=).
+        ok(g, "unshare -U true");
+    }
+    if privileged {
         // (An unprivileged guest may mount its own cgroup subtree: the
         // cgroup namespace roots it at the guest's cgroup.)
         fails(g, "mount -t cgroup -o memory none /mnt");

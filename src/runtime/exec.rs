@@ -61,7 +61,9 @@ pub fn exec(run_dir: &Path, argv: &[String], tty: bool) -> Result<i32, RuntimeEr
         &spec.caps_drop,
     )?;
     let last_cap = crate::caps::last_cap();
-    let prog = spec.seccomp.then(crate::seccomp::build);
+    let prog = spec
+        .seccomp
+        .then(|| crate::seccomp::build(crate::seccomp::GuestKind::of(spec.userns.is_some())));
     let env_pairs = super::plan::environment(&spec, "");
     let guest_path = env_pairs
         .iter()

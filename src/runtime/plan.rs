@@ -380,7 +380,9 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         hostname: spec.hostname.clone(),
         caps,
         last_cap: crate::caps::last_cap(),
-        seccomp: spec.seccomp.then(crate::seccomp::build),
+        seccomp: spec
+            .seccomp
+            .then(|| crate::seccomp::build(crate::seccomp::GuestKind::of(spec.userns.is_some()))),
         argv,
         env,
         rlimits: vec![
