@@ -146,6 +146,7 @@ pub fn runtime_spec(
             source: m.source.clone(),
             target: m.target.clone(),
             read_only: m.read_only,
+            idmap: m.idmap,
         })
         .collect();
     runtime.cgroup_base = settings.runtime.cgroup_base.clone();

@@ -271,6 +271,7 @@ fn symlinks_planted_in_the_rootfs_do_not_redirect_mounts() {
         source: src.path().to_path_buf(),
         target: "/mnt/data".into(),
         read_only: true,
+        idmap: false,
     });
     g.save();
     g.start();

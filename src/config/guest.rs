@@ -141,6 +141,7 @@ struct RawMount {
     source: Spanned<String>,
     target: Spanned<String>,
     read_only: Option<bool>,
+    idmap: Option<Spanned<bool>>,
 }
 
 // ---------------------------------------------------------------------------
@@ -250,6 +251,10 @@ pub struct MountSpec {
     pub source: PathBuf,
     pub target: PathBuf,
     pub read_only: bool,
+    /// Mount the source idmapped with the guest's user namespace: files the
+    /// host owns as ids 0..65535 appear to the guest as its own 0..65535.
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 /// A parsed guest file: the spec plus what cross-file checks need to point
@@ -795,10 +800,27 @@ fn validate_guest(
                 None,
             );
         }
+        let idmap = match mount.idmap {
+            Some(flag) if *flag.get_ref() && !security.userns => {
+                err(
+                    "vsctl::config::bad_mount",
+                    flag.span(),
+                    String::from("`idmap = true` needs the guest's own user namespace"),
+                    "this guest has `[security] userns = false`",
+                    Some(String::from(
+                        "a privileged guest uses host ids as they are: drop `idmap`",
+                    )),
+                );
+                false
+            }
+            Some(flag) => *flag.get_ref(),
+            None => false,
+        };
         mounts.push(MountSpec {
             source,
             target,
             read_only: mount.read_only.unwrap_or(true),
+            idmap,
         });
     }
 

@@ -121,8 +121,18 @@ fn remount_ro(target: &str) -> StepResult {
         .map_err(ctx(format!("remount read-only {target}")))
 }
 
-fn run_step(root: BorrowedFd, step: &Step, console: &str) -> StepResult {
+fn run_step(root: BorrowedFd, step: &Step, console: &str, binds: &[OwnedFd]) -> StepResult {
     match step {
+        Step::AttachIdmapped { index, target, dir } => {
+            let tree = binds
+                .get(*index)
+                .ok_or("idmapped bind mount not received")?;
+            let fd = resolve(root, target, Some(!dir))?;
+            crate::sys::move_mount_onto(tree.as_raw_fd(), fd.as_raw_fd()).map_err(ctx(format!(
+                "attach idmapped bind mount on /{}",
+                target.display()
+            )))
+        }
         Step::Mount {
             source,
             target,
@@ -385,7 +395,8 @@ fn mount_rootfs(plan: &ChildPlan, idmapped: &[OwnedFd]) -> StepResult {
 }
 
 /// Everything between "parent finished uid maps and cgroup" and exec.
-fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd, idmapped: &[OwnedFd]) -> StepResult {
+fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd, received: &[OwnedFd]) -> StepResult {
+    let (idmapped, binds) = received.split_at(plan.rootfs_fds().min(received.len()));
     use nix::sched::{CloneFlags, unshare};
     crate::sys::reset_signals();
     // Become root of the new user namespace (or stay root on the host) with
@@ -425,7 +436,7 @@ fn setup(plan: &ChildPlan, console: &str, console_fd: RawFd, idmapped: &[OwnedFd
     )
     .map_err(ctx(format!("open {}", plan.new_root.display())))?;
     for step in &plan.steps {
-        run_step(root.as_fd(), step, console)?;
+        run_step(root.as_fd(), step, console, binds)?;
     }
     drop(root);
 
@@ -473,7 +484,7 @@ pub fn run(
         _ => fail(err_w, "parent went away before setup"),
     }
     let idmapped = match idmap_sock {
-        Some(sock) => match recv_fds(sock, plan.rootfs_fds()) {
+        Some(sock) => match recv_fds(sock, plan.received_fds()) {
             Ok(fds) => fds,
             Err(e) => fail(err_w, &format!("receive idmapped rootfs: {e}")),
         },

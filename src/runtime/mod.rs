@@ -88,6 +88,10 @@ pub struct BindMount {
     pub target: PathBuf,
     #[serde(default)]
     pub read_only: bool,
+    /// Attach the source idmapped with the guest's user namespace (needs
+    /// `userns` and a filesystem with idmapped mounts); not recursive.
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 fn default_init() -> Vec<String> {
@@ -488,6 +492,14 @@ fn validate(spec: &RuntimeSpec) -> Result<(), RuntimeError> {
         return bad(format!(
             "uid range {}+{} (must not include host root)",
             u.host_base, u.count
+        ));
+    }
+    if spec.userns.is_none()
+        && let Some(m) = spec.mounts.iter().find(|m| m.idmap)
+    {
+        return bad(format!(
+            "bind mount of {} is idmapped, which needs a user namespace (userns)",
+            m.source.display()
         ));
     }
     if spec.idmap_rootfs && spec.userns.is_none() {

@@ -32,6 +32,14 @@ pub enum Step {
         dir: bool,
         read_only: bool,
     },
+    /// Attach the `index`-th idmapped bind mount the supervisor handed over
+    /// (see [`ChildPlan::idmap_binds`]) at this guest path, creating a file
+    /// or directory mount point as needed.
+    AttachIdmapped {
+        index: usize,
+        target: PathBuf,
+        dir: bool,
+    },
     /// Bind the console pty slave onto this guest path (known only at boot).
     Console { target: PathBuf },
     /// Bind a guest path onto itself (recursively) and make the top read-only.
@@ -112,16 +120,25 @@ pub struct ChildPlan {
     pub idmap_sources: Vec<PathBuf>,
     /// Where the child attaches idmapped overlay layers: `run_dir/layers/N`.
     pub layers_dir: PathBuf,
+    /// Bind mounts with `idmap`, in order: (host source, read-only). The
+    /// supervisor makes each an idmapped detached mount and hands it over
+    /// after the rootfs mounts; `Step::AttachIdmapped` attaches them.
+    pub idmap_binds: Vec<(PathBuf, bool)>,
 }
 
 impl ChildPlan {
-    /// How many mount fds the supervisor hands the child: the idmapped
-    /// sources, or the one mounted image.
+    /// How many of the mount fds the supervisor hands the child are the
+    /// rootfs: the idmapped sources, or the one mounted image.
     pub fn rootfs_fds(&self) -> usize {
         match self.rootfs {
             RootfsMount::Image { .. } => 1,
             _ => self.idmap_sources.len(),
         }
+    }
+
+    /// All mount fds handed over: the rootfs's, then the idmapped binds.
+    pub fn received_fds(&self) -> usize {
+        self.rootfs_fds() + self.idmap_binds.len()
     }
 }
 
@@ -323,18 +340,28 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
         &crate::cgroup::host_hierarchies(),
         spec.userns.is_some(),
     ));
+    let mut idmapped = 0;
     for m in &spec.mounts {
         let target = guest_rel(&m.target)?;
         let meta = std::fs::metadata(&m.source).map_err(|e| RuntimeError::Io {
             what: format!("bind mount source {}", m.source.display()),
             source: e,
         })?;
-        steps.push(Step::BindHost {
-            source: m.source.clone(),
-            target,
-            dir: meta.is_dir(),
-            read_only: m.read_only,
-        });
+        if m.idmap {
+            steps.push(Step::AttachIdmapped {
+                index: idmapped,
+                target,
+                dir: meta.is_dir(),
+            });
+            idmapped += 1;
+        } else {
+            steps.push(Step::BindHost {
+                source: m.source.clone(),
+                target,
+                dir: meta.is_dir(),
+                read_only: m.read_only,
+            });
+        }
     }
     for m in PROC_MASKED {
         steps.push(Step::Mask { target: r(m) });
@@ -396,6 +423,12 @@ pub fn build(spec: &RuntimeSpec, uuid: &str) -> Result<ChildPlan, RuntimeError> 
             Vec::new()
         },
         layers_dir: spec.run_dir.join("layers"),
+        idmap_binds: spec
+            .mounts
+            .iter()
+            .filter(|m| m.idmap)
+            .map(|m| (m.source.clone(), m.read_only))
+            .collect(),
     })
 }
 
@@ -598,6 +631,7 @@ mod tests {
             source: "/tmp".into(),
             target: "/../etc".into(),
             read_only: true,
+            idmap: false,
         });
         assert!(build(&s, "u").is_err());
         assert_eq!(
@@ -605,6 +639,47 @@ mod tests {
             PathBuf::from("var/www")
         );
         assert!(guest_rel(std::path::Path::new("/")).is_err());
+    }
+
+    #[test]
+    fn idmapped_binds_are_handed_over_after_the_rootfs_in_order() {
+        let mut s = spec();
+        for (target, idmap, read_only) in
+            [("/a", true, false), ("/b", false, true), ("/c", true, true)]
+        {
+            s.mounts.push(BindMount {
+                source: "/tmp".into(),
+                target: target.into(),
+                read_only,
+                idmap,
+            });
+        }
+        let p = build(&s, "u").unwrap();
+        assert_eq!(
+            p.idmap_binds,
+            vec![
+                (PathBuf::from("/tmp"), false),
+                (PathBuf::from("/tmp"), true)
+            ]
+        );
+        assert_eq!(p.received_fds(), p.rootfs_fds() + 2);
+        let attach: Vec<(usize, PathBuf)> = p
+            .steps
+            .iter()
+            .filter_map(|st| match st {
+                Step::AttachIdmapped { index, target, .. } => Some((*index, target.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            attach,
+            vec![(0, PathBuf::from("a")), (1, PathBuf::from("c"))]
+        );
+        assert!(
+            p.steps
+                .iter()
+                .any(|st| matches!(st, Step::BindHost { target, read_only: true, .. } if target == &PathBuf::from("b")))
+        );
     }
 
     fn hier(dir: &str, fstype: &str, options: &str) -> crate::cgroup::HostHierarchy {

@@ -334,7 +334,7 @@ fn boot(
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // The idmapped rootfs needs the child's user namespace, so it is made
     // after clone and handed over on a socket.
-    let idmap = if ctx.plan.rootfs_fds() > 0 {
+    let idmap = if ctx.plan.received_fds() > 0 {
         use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
         Some(
             socketpair(
@@ -925,7 +925,8 @@ fn drain(console: &Console, log: &mut ConsoleLog, socks: &mut Sockets) {
 
 /// Make the child's rootfs mounts and pass them over the socket in one
 /// message: idmapped copies of the rootfs sources for its user namespace,
-/// or its image mounted (idmapped if it has a user namespace). Our copies
+/// or its image mounted (idmapped if it has a user namespace), then the
+/// idmapped bind mounts. Our copies
 /// close on return, so the guest's mount namespace alone holds them.
 fn send_rootfs_trees(
     sock: &OwnedFd,
@@ -948,8 +949,17 @@ fn send_rootfs_trees(
         let userns = userns()?;
         for p in &ctx.plan.idmap_sources {
             trees.push(
-                sys::idmapped_tree(p, userns.as_raw_fd())
+                sys::idmapped_tree(p, userns.as_raw_fd(), false)
                     .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+            );
+        }
+    }
+    if !ctx.plan.idmap_binds.is_empty() {
+        let userns = userns()?;
+        for (source, read_only) in &ctx.plan.idmap_binds {
+            trees.push(
+                sys::idmapped_tree(source, userns.as_raw_fd(), *read_only)
+                    .map_err(|e| format!("idmapped bind mount of {}: {e}", source.display()))?,
             );
         }
     }

@@ -672,7 +672,11 @@ struct MountAttr {
 /// A detached copy of the mount at `path` (open_tree OPEN_TREE_CLONE), made
 /// idmapped with the user namespace `userns` (mount_setattr
 /// MOUNT_ATTR_IDMAP): files owned by host id N appear as the namespace's id N.
-pub fn idmapped_tree(path: &std::path::Path, userns: RawFd) -> io::Result<OwnedFd> {
+pub fn idmapped_tree(
+    path: &std::path::Path,
+    userns: RawFd,
+    read_only: bool,
+) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: c is a valid NUL-terminated path for the duration of the call.
@@ -686,16 +690,22 @@ pub fn idmapped_tree(path: &std::path::Path, userns: RawFd) -> io::Result<OwnedF
     })?;
     // SAFETY: fresh fd from the kernel.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
-    set_idmap(&tree, userns)?;
+    set_mount_attrs(&tree, userns, read_only)?;
     Ok(tree)
 }
 
 /// Make the detached mount `tree` idmapped with the user namespace `userns`
 /// (mount_setattr MOUNT_ATTR_IDMAP).
 pub fn set_idmap(tree: &OwnedFd, userns: RawFd) -> io::Result<()> {
+    set_mount_attrs(tree, userns, false)
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x0000_0001;
+
+fn set_mount_attrs(tree: &OwnedFd, userns: RawFd, read_only: bool) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let attr = MountAttr {
-        attr_set: MOUNT_ATTR_IDMAP,
+        attr_set: MOUNT_ATTR_IDMAP | if read_only { MOUNT_ATTR_RDONLY } else { 0 },
         attr_clr: 0,
         propagation: 0,
         userns_fd: userns as u64,
@@ -785,6 +795,26 @@ pub fn move_mount_to(tree: RawFd, target: &std::path::Path) -> io::Result<()> {
             libc::AT_FDCWD,
             t.as_ptr(),
             MOVE_MOUNT_F_EMPTY_PATH,
+        )
+    })?;
+    Ok(())
+}
+
+const MOVE_MOUNT_T_EMPTY_PATH: libc::c_uint = 0x40;
+
+/// move_mount(2) a detached mount (fd) onto the object `target` (an O_PATH
+/// fd, resolved beforehand without leaving the guest root).
+pub fn move_mount_onto(tree: RawFd, target: RawFd) -> io::Result<()> {
+    // SAFETY: empty C strings; both paths are the fds themselves
+    // (F_EMPTY_PATH, T_EMPTY_PATH).
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            tree,
+            c"".as_ptr(),
+            target,
+            c"".as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH,
         )
     })?;
     Ok(())
