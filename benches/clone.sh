@@ -168,13 +168,27 @@ mkdir "$WORK/round-guests"
 mv "$G"/*.toml "$WORK/round-guests/"
 vs apply --prune >/dev/null
 
+# batch PREFIX STRATEGY [USERNS]: CLONES new guests made by one apply; sets
+# batch_new (new disk, bytes), batch_ratio (that / the template),
+# batch_kib (per guest) and batch_ms (apply time per guest).
+tmpl=$(du -sB1 "$T" | cut -f1)
+batch() {
+    k=0
+    while [ "$k" -lt "$CLONES" ]; do guest "$1$k" "$2" "${3:-false}"; k=$((k + 1)); done
+    b_before=$(used)
+    t0=$(now_ns); vs apply >/dev/null; b_ms=$(ms_since "$t0")
+    batch_new=$(($(used) - b_before))
+    batch_ratio=$(echo "$batch_new $tmpl" | awk '{printf "%.3f", $1/$2}')
+    batch_kib=$(echo "$batch_new $CLONES" | awk '{printf "%.1f", $1/$2/1024}')
+    batch_ms=$(echo "$b_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
+}
+
 # Disk: CLONES reflink guests from one apply vs the template itself, and vs
 # CLONES cp clones.
-tmpl=$(du -sB1 "$T" | cut -f1)
-j=0
-while [ "$j" -lt "$CLONES" ]; do guest "g$j" reflink; j=$((j + 1)); done
-before=$(used)
-t0=$(now_ns); vs apply >/dev/null; batch_ms=$(ms_since "$t0")
+batch g reflink
+disk_ratio=$batch_ratio
+per_clone=$(echo "$batch_kib" | awk '{printf "%.2f", $1/1024}')
+per_guest_ms=$batch_ms
 after=$(used)
 j=0
 while [ "$j" -lt "$CLONES" ]; do
@@ -182,10 +196,7 @@ while [ "$j" -lt "$CLONES" ]; do
     j=$((j + 1))
 done
 after_cp=$(used)
-disk_ratio=$(echo "$after $before $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
-per_clone=$(echo "$after $before $CLONES" | awk '{printf "%.2f", ($1-$2)/$3/1048576}')
 per_cp=$(echo "$after_cp $after $CLONES" | awk '{printf "%.2f", ($1-$2)/$3/1048576}')
-per_guest_ms=$(echo "$batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
 inode_floor=$(echo "$FILES $(xfs_info "$M" | sed -n 's/.*isize=\([0-9]*\).*/\1/p' | head -1)" | awk '{printf "%.2f", $1*$2/1048576}')
 mkdir "$WORK/reflink-guests"
 mv "$G"/*.toml "$WORK/reflink-guests/"
@@ -194,15 +205,9 @@ vs apply --prune >/dev/null
 # Image guests: CLONES from one apply, default size (10 GiB, sparse),
 # default userns (idmapped). The template image exists already; what it
 # cost is reported beside.
-k=0
-while [ "$k" -lt "$CLONES" ]; do guest "m$k" image true; k=$((k + 1)); done
-before_im=$(used)
-t0=$(now_ns); vs apply >/dev/null; im_batch_ms=$(ms_since "$t0")
-after_im=$(used)
-im_disk=$(echo "$after_im $before_im $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
-im_total=$(echo "$after_im $before_im $img_after $img_before $tmpl" | awk '{printf "%.3f", ($1-$2+$3-$4)/$5}')
-im_per_kib=$(echo "$after_im $before_im $CLONES" | awk '{printf "%.1f", ($1-$2)/$3/1024}')
-im_per_guest_ms=$(echo "$im_batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
+batch m image true
+im_disk=$batch_ratio im_per_kib=$batch_kib im_per_guest_ms=$batch_ms
+im_total=$(echo "$batch_new $img_after $img_before $tmpl" | awk '{printf "%.3f", ($1+$2-$3)/$4}')
 mkdir "$WORK/image-guests"
 mv "$G"/*.toml "$WORK/image-guests/"
 vs apply --prune --purge >/dev/null
@@ -218,14 +223,8 @@ done
 mkdir "$WORK/overlay-one"
 mv "$G"/*.toml "$WORK/overlay-one/"
 vs apply --prune >/dev/null
-k=0
-while [ "$k" -lt "$CLONES" ]; do guest "p$k" overlay true; k=$((k + 1)); done
-before_ov=$(used)
-t0=$(now_ns); vs apply >/dev/null; ov_batch_ms=$(ms_since "$t0")
-after_ov=$(used)
-ov_disk=$(echo "$after_ov $before_ov $tmpl" | awk '{printf "%.3f", ($1-$2)/$3}')
-ov_per_kib=$(echo "$after_ov $before_ov $CLONES" | awk '{printf "%.1f", ($1-$2)/$3/1024}')
-ov_per_guest_ms=$(echo "$ov_batch_ms $CLONES" | awk '{printf "%.1f", $1/$2}')
+batch p overlay true
+ov_disk=$batch_ratio ov_per_kib=$batch_kib ov_per_guest_ms=$batch_ms
 
 echo
 echo "source: $KIND, $FILES entries, $SIZE MiB (template build by import: $tb_ms ms); XFS reflink=1 loop image; $ROUNDS interleaved rounds; $(nproc) CPUs"

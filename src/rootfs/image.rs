@@ -12,10 +12,16 @@
 //! The template image is made once per template tree digest with
 //! `mkfs.ext4 -d` (which packs the files at the start of the image, so that
 //! shrinking a guest's image moves little), then corrected where mke2fs is
-//! not faithful: nanosecond timestamps and the root directory's owner and
-//! mode. Like any ext4 root it has a `lost+found` the template lacks. Sizes are changed with
-//! resize2fs while the guest is stopped, or grown online (EXT4_IOC_RESIZE_FS)
-//! while it runs.
+//! not faithful (nanosecond timestamps, the root directory's owner and
+//! mode), and its file data is shared with the template tree's files
+//! (FIDEDUPERANGE), so that it costs little more than its metadata. Like any
+//! ext4 root it has a `lost+found` the template lacks. Sizes are changed
+//! with resize2fs while the guest is stopped, or grown online
+//! (EXT4_IOC_RESIZE_FS) while it runs.
+//!
+//! What this module must never do: mount one image twice (see [`lock`]), or
+//! change a guest's image in place where a failure could leave it half
+//! changed (resizes work on a reflink copy that replaces it by rename).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -44,22 +50,21 @@ const BLOCK: u64 = 4096;
 /// Suffix of the reflink copy a resize works on.
 pub(crate) const RESIZING: &str = ".resizing";
 
-fn tool_err(tool: &str, path: &Path, out: std::process::Output) -> RootfsError {
-    let text = String::from_utf8_lossy(&out.stderr);
-    io_err(
-        "run",
-        path,
-        std::io::Error::other(format!("{tool} failed ({}): {}", out.status, text.trim())),
-    )
-}
-
 /// Run an e2fsprogs tool; exit codes up to `ok_up_to` are success (e2fsck
 /// exits 1 when it corrected something, such as a missing lost+found).
-fn run_tool(cmd: &mut Command, tool: &str, path: &Path, ok_up_to: i32) -> Result<(), RootfsError> {
-    let out = cmd
-        .env("LC_ALL", "C")
-        .output()
-        .map_err(|e| io_err("run", Path::new(tool), e))?;
+fn run_tool(
+    cmd: &mut Command,
+    tool: &'static str,
+    path: &Path,
+    ok_up_to: i32,
+) -> Result<(), RootfsError> {
+    let out = cmd.env("LC_ALL", "C").output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            RootfsError::ToolMissing { tool }
+        } else {
+            io_err("run", Path::new(tool), e)
+        }
+    })?;
     if out
         .status
         .code()
@@ -67,7 +72,12 @@ fn run_tool(cmd: &mut Command, tool: &str, path: &Path, ok_up_to: i32) -> Result
     {
         Ok(())
     } else {
-        Err(tool_err(tool, path, out))
+        Err(RootfsError::ToolFailed {
+            tool,
+            path: path.to_path_buf(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -101,6 +111,21 @@ pub fn template_image(
         }
     }
     let building = dir.join(format!("{name}.{}{BUILDING}", std::process::id()));
+    let result = build_template_image(tree, &building);
+    match result {
+        Ok(()) => std::fs::rename(&building, &path)
+            .map_err(|e| io_err("rename into place", &path, e))
+            .map(|()| path),
+        Err(e) => {
+            let _ = std::fs::remove_file(&building);
+            Err(e)
+        }
+    }
+}
+
+/// mkfs.ext4 -d, the fix-up, the data sharing: everything but the rename.
+fn build_template_image(tree: &Path, building: &Path) -> Result<(), RootfsError> {
+    let building = building.to_path_buf();
     let file = File::create(&building).map_err(|e| io_err("create", &building, e))?;
     file.set_len(DEFAULT_SIZE)
         .map_err(|e| io_err("size", &building, e))?;
@@ -139,9 +164,7 @@ pub fn template_image(
         .open(&building)
         .map_err(|e| io_err("open", &building, e))?;
     share_with_tree(&placed, &file)?;
-    file.sync_all().map_err(|e| io_err("fsync", &building, e))?;
-    std::fs::rename(&building, &path).map_err(|e| io_err("rename into place", &path, e))?;
-    Ok(path)
+    file.sync_all().map_err(|e| io_err("fsync", &building, e))
 }
 
 /// Remove the template images in `dir` that `keep(template, key)` rejects
@@ -188,20 +211,10 @@ pub fn remove_unused_template_images(
 /// resolved beneath the image's root without following symlinks. The
 /// `lost+found` mke2fs adds stays: e2fsck wants it and would make it again.
 fn fix_up(tree: &Path, root: &OwnedFd, image: &Path) -> Result<(), RootfsError> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use nix::fcntl::OFlag;
     use nix::sys::stat::{UtimensatFlags, utimensat};
     use nix::sys::time::TimeSpec;
-    let resolve = |rel: &Path| {
-        let how = OpenHow::new()
-            .flags(OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let p = if rel.as_os_str().is_empty() {
-            Path::new(".")
-        } else {
-            rel
-        };
-        openat2(root.as_fd(), p, how).map_err(|e| io_err("open in image", &image.join(rel), e))
-    };
+    let resolve = |rel: &Path| open_in_image(root, rel, OFlag::O_PATH, image);
     for entry in walkdir::WalkDir::new(tree).contents_first(true) {
         let entry = entry.map_err(|e| io_err("walk", tree, std::io::Error::other(e)))?;
         let rel = entry.path().strip_prefix(tree).unwrap_or(Path::new(""));
@@ -237,6 +250,26 @@ fn fix_up(tree: &Path, root: &OwnedFd, image: &Path) -> Result<(), RootfsError> 
     Ok(())
 }
 
+/// Open `rel` below the mounted image's `root` (`.` for the root itself),
+/// following no symlink on the way and not at the end.
+fn open_in_image(
+    root: &OwnedFd,
+    rel: &Path,
+    flags: nix::fcntl::OFlag,
+    image: &Path,
+) -> Result<OwnedFd, RootfsError> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    let how = OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
+    let p = if rel.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        rel
+    };
+    openat2(root.as_fd(), p, how).map_err(|e| io_err("open in image", &image.join(rel), e))
+}
+
 /// Where the data of a template file landed in the image: `(tree file,
 /// extents)`, each extent's `physical` being its byte offset in the image.
 type Placements = Vec<(PathBuf, Vec<super::sys::Extent>)>;
@@ -244,7 +277,6 @@ type Placements = Vec<(PathBuf, Vec<super::sys::Extent>)>;
 /// For every regular file of the tree (once per inode), the extents its
 /// copy occupies in the mounted image (FIEMAP through the mount).
 fn placements(tree: &Path, root: &OwnedFd, image: &Path) -> Result<Placements, RootfsError> {
-    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::new();
     for entry in walkdir::WalkDir::new(tree) {
@@ -259,11 +291,7 @@ fn placements(tree: &Path, root: &OwnedFd, image: &Path) -> Result<Placements, R
             continue;
         }
         let rel = entry.path().strip_prefix(tree).unwrap_or(entry.path());
-        let how = OpenHow::new()
-            .flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW)
-            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS);
-        let copy = openat2(root.as_fd(), rel, how)
-            .map_err(|e| io_err("open in image", &image.join(rel), e))?;
+        let copy = open_in_image(root, rel, nix::fcntl::OFlag::O_RDONLY, image)?;
         let extents = super::sys::data_extents(copy.as_fd())
             .map_err(|e| io_err("map extents of", &image.join(rel), e))?;
         out.push((entry.path().to_path_buf(), extents));
@@ -412,10 +440,7 @@ pub fn mount(locked: &ImageLock, userns: Option<RawFd>) -> Result<OwnedFd, Rootf
             ("discard", None),
         ],
     )
-    .map_err(|e| RootfsError::Mount {
-        target: image.to_path_buf(),
-        source: e,
-    })?;
+    .map_err(|e| io_err("mount the ext4 image", image, e))?;
     // The mount now holds the device; ours may go.
     drop(dev);
     if let Some(ns) = userns {
@@ -579,7 +604,11 @@ pub fn grow_online(image: &Path, mounted_root: &Path, bytes: u64) -> Result<(), 
     let bytes = bytes / BLOCK * BLOCK;
     let root = File::open(mounted_root).map_err(|e| io_err("open", mounted_root, e))?;
     let st = nix::sys::statvfs::fstatvfs(&root).map_err(|e| io_err("statfs", mounted_root, e))?;
-    let current = st.blocks() * st.fragment_size();
+    // The file's length is the filesystem's size (kept equal by every
+    // resize); statfs's block count leaves out ext4's own metadata.
+    let current = std::fs::metadata(image)
+        .map_err(|e| io_err("stat", image, e))?
+        .len();
     if bytes <= current {
         if bytes == current {
             return Ok(());

@@ -192,6 +192,17 @@ pub enum RootfsError {
         "{path}: ext4 cannot shrink while mounted; stop the guest, then apply again to shrink its image"
     )]
     ImageShrinkWhileRunning { path: PathBuf },
+    #[error(
+        "{tool} is not installed; the image strategy needs e2fsprogs (apt-get install e2fsprogs)"
+    )]
+    ToolMissing { tool: &'static str },
+    #[error("{tool} {path} failed ({status}): {stderr}")]
+    ToolFailed {
+        tool: &'static str,
+        path: PathBuf,
+        status: String,
+        stderr: String,
+    },
     #[error("create btrfs subvolume {path}: {source}")]
     Subvolume {
         path: PathBuf,
