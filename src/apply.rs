@@ -403,12 +403,15 @@ impl Executor<'_> {
             return runtime::write_files(&self.paths.guest_run_dir(&spec.name), &files)
                 .map_err(|e| guest_error(&spec.name, e));
         }
+        // An image guest's lock and mount, held until the writes are done
+        // (the tuple drops the mount before the lock).
+        let mut _image_mount = None;
         let (root, owner) = match &record.rootfs {
             Some(RootfsLayout::Tree { path }) => {
                 let shifted = record.id_range.filter(|_| spec.security.userns);
-                (path.as_path(), shifted.map(|r| (r.host_base, r.host_base)))
+                (path.clone(), shifted.map(|r| (r.host_base, r.host_base)))
             }
-            Some(RootfsLayout::Overlay { upper, .. }) => (upper.as_path(), None),
+            Some(RootfsLayout::Overlay { upper, .. }) => (upper.clone(), None),
             Some(RootfsLayout::Image { path }) => {
                 // Mounted for the writes only, attached nowhere: the mount
                 // fd is the guest's root, and it goes when the fd closes.
@@ -419,16 +422,13 @@ impl Executor<'_> {
                     "/proc/self/fd/{}",
                     std::os::fd::AsRawFd::as_raw_fd(&tree)
                 ));
-                for (path, contents) in files {
-                    rootfs::guestfile::write(&root, path, contents.as_bytes(), 0o644, None)
-                        .map_err(|e| guest_error(&spec.name, e))?;
-                }
-                return Ok(());
+                _image_mount = Some((tree, locked));
+                (root, None)
             }
             None => return Ok(()),
         };
         for (path, contents) in files {
-            rootfs::guestfile::write(root, path, contents.as_bytes(), 0o644, owner)
+            rootfs::guestfile::write(&root, path, contents.as_bytes(), 0o644, owner)
                 .map_err(|e| guest_error(&spec.name, e))?;
         }
         Ok(())

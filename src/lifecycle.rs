@@ -7,7 +7,7 @@
 //! uid range when cloned, so they are used as they are; overlay guests share
 //! the template's unshifted layers and are mounted through idmapped mounts.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cgroup;
@@ -205,23 +205,6 @@ pub fn update_network(
     };
     runtime::update_network(&paths.guest_run_dir(&spec.name), &network)
         .map_err(runtime_err(&spec.name))
-}
-
-/// Where host-side writes into a guest tree go: a running guest's own root
-/// as its init sees it (so overlay guests are written through overlayfs,
-/// not behind its back), else the tree or upper layer on disk. A stopped
-/// image guest has no tree on the host: None.
-pub fn guest_root_for_writes(paths: &Paths, record: &GuestRecord) -> Option<PathBuf> {
-    if let Ok(GuestRuntimeState::Running { init_pid, .. }) =
-        runtime::status(&paths.guest_run_dir(&record.spec.name))
-    {
-        return Some(Path::new("/proc").join(init_pid.to_string()).join("root"));
-    }
-    match &record.rootfs {
-        Some(RootfsLayout::Tree { path }) => Some(path.clone()),
-        Some(RootfsLayout::Overlay { upper, .. }) => Some(upper.clone()),
-        Some(RootfsLayout::Image { .. }) | None => None,
-    }
 }
 
 #[cfg(test)]
