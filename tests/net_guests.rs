@@ -273,6 +273,131 @@ fn send_udp(ns: &Ns, src: &str, dst: &str, port: u16, payload: &[u8]) {
     });
 }
 
+/// Wait (bounded) until no IPv6 address of eth0 in `ns` is tentative (DAD).
+fn wait_dad(ns: &Ns) {
+    for _ in 0..60 {
+        if !ns
+            .ok(&["ip", "-6", "addr", "show", "dev", "eth0"])
+            .contains("tentative")
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("eth0 addresses still tentative after 6 s");
+}
+
+#[test]
+fn net_link_local_sources_are_pinned_to_the_guest_mac() {
+    if !root() {
+        return;
+    }
+    let host = Ns::new("ll", "h");
+    let ga = Ns::new("ll", "a");
+    let gb = Ns::new("ll", "b");
+    let hn = bridge_host();
+    let (na, nb) = (guest_name("lla"), guest_name("llb"));
+    host.enter(|| {
+        net::setup(&na, &spec(&["10.53.0.2/24"], None, None), &hn, &ga.file()).expect("setup a");
+        net::setup(&nb, &spec(&["10.53.0.3/24"], None, None), &hn, &gb.file()).expect("setup b");
+    });
+    let mac = |ns: &Ns| -> [u8; 6] {
+        let text = ns.ok(&["cat", "/sys/class/net/eth0/address"]);
+        let bytes: Vec<u8> = text
+            .trim()
+            .split(':')
+            .map(|h| u8::from_str_radix(h, 16).unwrap())
+            .collect();
+        bytes.try_into().unwrap()
+    };
+    let (a_mac, b_mac) = (mac(&ga), mac(&gb));
+    let a_ll = std::net::Ipv6Addr::from(net::eui64_link_local(a_mac));
+    let b_ll = std::net::Ipv6Addr::from(net::eui64_link_local(b_mac));
+    // The kernel gave each guest exactly the address the filter pins.
+    assert!(
+        ga.ok(&["ip", "-6", "addr", "show", "dev", "eth0"])
+            .contains(&a_ll.to_string())
+    );
+    wait_dad(&ga);
+    wait_dad(&gb);
+    let a_if: u32 = ga
+        .ok(&["cat", "/sys/class/net/eth0/ifindex"])
+        .trim()
+        .parse()
+        .unwrap();
+
+    let file = gb.file();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let receiver = std::thread::spawn(move || {
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).expect("setns");
+        let any = std::net::SocketAddrV6::new(std::net::Ipv6Addr::UNSPECIFIED, 9002, 0, 0);
+        let sock = UdpSocket::bind(any).expect("bind receiver");
+        sock.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap();
+        ready_tx.send(()).unwrap();
+        let mut buf = [0u8; 64];
+        while let Ok((n, from)) = sock.recv_from(&mut buf) {
+            let msg = format!("{} from {}", String::from_utf8_lossy(&buf[..n]), from.ip());
+            if tx.send(msg).is_err() {
+                break;
+            }
+        }
+    });
+    ready_rx.recv().unwrap();
+    let send_from = |src: std::net::Ipv6Addr, payload: &'static [u8]| {
+        ga.enter(|| {
+            let sock =
+                UdpSocket::bind(std::net::SocketAddrV6::new(src, 0, 0, a_if)).expect("bind sender");
+            sock.send_to(payload, std::net::SocketAddrV6::new(b_ll, 9002, 0, a_if))
+                .expect("send");
+        });
+    };
+
+    // Control: A's own link-local address gets through.
+    send_from(a_ll, b"own");
+    let got = rx
+        .recv_timeout(Duration::from_secs(3))
+        .expect("datagram from the own link-local address");
+    assert_eq!(got, format!("own from {a_ll}"));
+
+    // A takes another link-local address (tests hold CAP_NET_ADMIN in A's
+    // namespace; so would an unprivileged guest's root) and pins B's MAC so
+    // no neighbour solicitation is needed. B must receive nothing.
+    ga.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fe80::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let b_mac_text = gb.ok(&["cat", "/sys/class/net/eth0/address"]);
+    ga.ok(&[
+        "ip",
+        "-6",
+        "neigh",
+        "replace",
+        &b_ll.to_string(),
+        "lladdr",
+        b_mac_text.trim(),
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    for _ in 0..3 {
+        send_from("fe80::1".parse().unwrap(), b"spoofed");
+    }
+    if let Ok(msg) = rx.recv_timeout(Duration::from_millis(1000)) {
+        panic!("datagram from a foreign link-local address arrived: {msg}");
+    }
+    drop(rx);
+    receiver.join().unwrap();
+}
+
 #[test]
 fn net_spoofed_source_address_never_reaches_another_guest() {
     if !root() {

@@ -21,12 +21,18 @@
 //!   protocol address is one of its IPv4 addresses (or 0.0.0.0, a probe that
 //!   poisons no cache);
 //! * IPv6 neighbour advertisements only for the guest's own addresses or
-//!   link-local targets; router advertisements and redirects never;
+//!   its link-local address; router advertisements and redirects never;
 //! * no IPv6 hop-by-hop, routing or destination-options headers (they would
 //!   hide an ICMPv6 type from the checks), except the 8-byte hop-by-hop
-//!   header of MLD messages from a link-local or unspecified source;
-//! * IPv6 whose source is one of the guest's addresses, link-local, or the
-//!   unspecified address (duplicate address detection);
+//!   header of MLD messages from its link-local or the unspecified source;
+//! * IPv6 whose source is one of the guest's addresses, its link-local
+//!   address, or the unspecified address (duplicate address detection);
+//!
+//! "Its link-local address": on a veth, the one the kernel derives from the
+//! guest's MAC (EUI-64, `fe80::` + MAC with the U/L bit flipped and `ff:fe`
+//! in the middle), which is what a fresh network namespace generates; a
+//! guest cannot take another guest's link-local address. ipvlan guests
+//! share the parent's MAC, so there any `fe80::/10` source passes;
 //! * and on a veth every allowed frame must also carry the guest's MAC as
 //!   Ethernet source, so a guest cannot poison the bridge's forwarding table.
 
@@ -203,6 +209,29 @@ pub fn compile(rules: &[Rule]) -> Vec<SockFilter> {
     prog
 }
 
+/// The link-local address the kernel gives an interface with this MAC
+/// (`addr_gen_mode` eui64, the default): RFC 4291 appendix A.
+pub fn eui64_link_local(mac: [u8; 6]) -> [u8; 16] {
+    [
+        0xfe,
+        0x80,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        mac[0] ^ 0x02,
+        mac[1],
+        mac[2],
+        0xff,
+        0xfe,
+        mac[3],
+        mac[4],
+        mac[5],
+    ]
+}
+
 /// The allow list for a guest with addresses `addrs`. `mac` is the guest
 /// interface's MAC where it is the guest's own (veth); `None` for ipvlan,
 /// whose slaves all share the parent's MAC.
@@ -237,8 +266,10 @@ pub fn rules(mac: Option<[u8; 6]>, addrs: &[IpAddr]) -> Vec<Rule> {
     }
     // IPv6: next header at 6, source at 8..24, ICMPv6 type at 40, ND target
     // at 48..64 (assuming no extension headers, see docs/network.md).
-    let link_local = [0xfe, 0x80];
-    let link_local_mask = [0xff, 0xc0];
+    let (link_local, link_local_mask): (Vec<u8>, Vec<u8>) = match mac {
+        Some(mac) => (eui64_link_local(mac).to_vec(), vec![0xff; 16]),
+        None => (vec![0xfe, 0x80], vec![0xff, 0xc0]),
+    };
     for a in &v6 {
         out.push(
             Rule::new(ETH_P_IPV6, Pass)
@@ -398,7 +429,8 @@ mod tests {
         let other_mac = [0x02, 0, 0, 0, 0, 9];
         let own6: [u8; 16] = "fd00::2".parse::<std::net::Ipv6Addr>().unwrap().octets();
         let other6: [u8; 16] = "fd00::3".parse::<std::net::Ipv6Addr>().unwrap().octets();
-        let ll: [u8; 16] = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
+        let ll = eui64_link_local(MAC);
+        let other_ll: [u8; 16] = "fe80::1".parse::<std::net::Ipv6Addr>().unwrap().octets();
 
         assert_eq!(run(&prog, &ipv4(MAC, [10, 0, 0, 2]), false), TC_ACT_OK);
         assert_eq!(run(&prog, &ipv4(MAC, [10, 0, 0, 2]), true), TC_ACT_SHOT);
@@ -426,6 +458,16 @@ mod tests {
 
         assert_eq!(run(&prog, &ipv6(MAC, own6, None), false), TC_ACT_OK);
         assert_eq!(run(&prog, &ipv6(MAC, ll, None), false), TC_ACT_OK);
+        // Another link-local address (another guest's, say) is not its own.
+        assert_eq!(run(&prog, &ipv6(MAC, other_ll, None), false), TC_ACT_SHOT);
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((136, other_ll))), false),
+            TC_ACT_SHOT
+        );
+        assert_eq!(
+            run(&prog, &ipv6(MAC, ll, Some((136, ll))), false),
+            TC_ACT_OK
+        );
         assert_eq!(run(&prog, &ipv6(MAC, [0; 16], None), false), TC_ACT_OK);
         assert_eq!(run(&prog, &ipv6(MAC, other6, None), false), TC_ACT_SHOT);
         // Neighbour advertisements: own target yes, another guest's no,
@@ -501,7 +543,9 @@ mod tests {
             .iter()
             .position(|r| {
                 r.verdict == Verdict::Pass
-                    && r.matches.iter().any(|m| m.0 == 8 && m.1 == [0xfe, 0x80])
+                    && r.matches
+                        .iter()
+                        .any(|m| m.0 == 8 && m.1 == eui64_link_local([2, 0, 0, 0, 0, 1]))
             })
             .unwrap();
         assert!(na_drop < ll_pass);
@@ -511,5 +555,26 @@ mod tests {
     fn ipvlan_rules_do_not_match_mac() {
         let rules = rules(None, &["10.0.0.2".parse().unwrap()]);
         assert!(rules.iter().all(|r| r.matches.iter().all(|m| m.0 >= 0)));
+        // Any link-local source: ipvlan guests share the parent's MAC.
+        assert!(rules.iter().any(|r| {
+            r.verdict == Verdict::Pass
+                && r.matches
+                    .iter()
+                    .any(|m| m.0 == 8 && m.1 == [0xfe, 0x80] && m.2 == [0xff, 0xc0])
+        }));
+    }
+
+    #[test]
+    fn eui64_link_local_by_table() {
+        for (mac, want) in [
+            ([0x02, 0x00, 0x5e, 0x10, 0x20, 0x30], "fe80::5eff:fe10:2030"),
+            (
+                [0x00, 0x11, 0x22, 0x33, 0x44, 0x55],
+                "fe80::211:22ff:fe33:4455",
+            ),
+        ] {
+            let want: std::net::Ipv6Addr = want.parse().unwrap();
+            assert_eq!(eui64_link_local(mac), want.octets());
+        }
     }
 }

@@ -19,6 +19,7 @@
 //! idempotent: whatever is already gone is fine.
 
 mod filter;
+pub use filter::eui64_link_local;
 mod nl;
 mod ops;
 
