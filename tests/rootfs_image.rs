@@ -58,8 +58,17 @@ fn times_without_lost_found(root: &Path) -> Vec<(PathBuf, i64, i64, i64, i64)> {
 }
 
 #[test]
-fn image_clones_are_faithful_independent_and_nearly_free() {
-    let fs = LoopFs::new(Fs::Xfs { prjquota: false });
+fn image_clones_are_faithful_independent_and_nearly_free_on_xfs() {
+    image_clones_are_faithful_independent_and_nearly_free(Fs::Xfs { prjquota: false });
+}
+
+#[test]
+fn image_clones_are_faithful_independent_and_nearly_free_on_btrfs() {
+    image_clones_are_faithful_independent_and_nearly_free(Fs::Btrfs);
+}
+
+fn image_clones_are_faithful_independent_and_nearly_free(kind: Fs) {
+    let fs = LoopFs::new(kind);
     let template = fs.mnt.join("template");
     make_fixture(&template);
     // 8 MiB of data the template image must share with the tree, not copy.
@@ -74,10 +83,15 @@ fn image_clones_are_faithful_independent_and_nearly_free() {
     let timg = image::template_image(&template, &images, "fix", "k1").unwrap();
     sh("sync");
     let image_cost = used_bytes(&fs.mnt) - before_image;
-    assert!(
-        image_cost < 3 << 20,
-        "the template image took {image_cost} bytes: its data is not shared with the tree"
-    );
+    // btrfs frees an extent only once nothing references any part of it,
+    // and mkfs.ext4 wrote the data in extents shared with ext4's metadata:
+    // there the sharing frees nothing (docs/rootfs.md).
+    if matches!(kind, Fs::Xfs { .. }) {
+        assert!(
+            image_cost < 3 << 20,
+            "the template image took {image_cost} bytes: its data is not shared with the tree"
+        );
+    }
     // Made once: a second call returns the same file untouched.
     let mtime = std::fs::metadata(&timg).unwrap().modified().unwrap();
     assert_eq!(
