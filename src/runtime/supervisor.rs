@@ -923,11 +923,11 @@ fn drain(console: &Console, log: &mut ConsoleLog, socks: &mut Sockets) {
     }
 }
 
-/// Make the child's rootfs mounts and pass them over the socket in one
-/// message: idmapped copies of the rootfs sources for its user namespace,
-/// or its image mounted (idmapped if it has a user namespace), then the
-/// idmapped bind mounts. Our copies
-/// close on return, so the guest's mount namespace alone holds them.
+/// Make the child's mounts and pass them over the socket in one message:
+/// idmapped copies of the rootfs sources for its user namespace, or its
+/// image mounted (idmapped if it has a user namespace), then the idmapped
+/// bind mounts. Our copies close on return, so the guest's mount namespace
+/// alone holds them.
 fn send_rootfs_trees(
     sock: &OwnedFd,
     pid: i32,
@@ -935,33 +935,34 @@ fn send_rootfs_trees(
     image: Option<&ImageLock>,
 ) -> Result<(), String> {
     use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
-    let userns = || {
-        File::open(format!("/proc/{pid}/ns/user")).map_err(|e| format!("open user namespace: {e}"))
-    };
+    let userns = ctx
+        .spec
+        .userns
+        .map(|_| {
+            File::open(format!("/proc/{pid}/ns/user"))
+                .map_err(|e| format!("open user namespace: {e}"))
+        })
+        .transpose()?;
+    let userns_fd = userns.as_ref().map(|ns| ns.as_raw_fd());
+    // Idmapped sources and binds exist only with a user namespace (the
+    // spec's validation refuses them otherwise).
+    let need_userns =
+        || userns_fd.ok_or_else(|| String::from("idmapped mounts need a user namespace"));
     let mut trees = Vec::new();
     if let Some(locked) = image {
-        let ns = ctx.spec.userns.map(|_| userns()).transpose()?;
-        trees.push(
-            crate::rootfs::image::mount(locked, ns.as_ref().map(|n| n.as_raw_fd()))
-                .map_err(|e| e.to_string())?,
-        );
-    } else {
-        let userns = userns()?;
-        for p in &ctx.plan.idmap_sources {
-            trees.push(
-                sys::idmapped_tree(p, userns.as_raw_fd(), false)
-                    .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
-            );
-        }
+        trees.push(crate::rootfs::image::mount(locked, userns_fd).map_err(|e| e.to_string())?);
     }
-    if !ctx.plan.idmap_binds.is_empty() {
-        let userns = userns()?;
-        for (source, read_only) in &ctx.plan.idmap_binds {
-            trees.push(
-                sys::idmapped_tree(source, userns.as_raw_fd(), *read_only)
-                    .map_err(|e| format!("idmapped bind mount of {}: {e}", source.display()))?,
-            );
-        }
+    for p in &ctx.plan.idmap_sources {
+        trees.push(
+            sys::idmapped_tree(p, need_userns()?, false)
+                .map_err(|e| format!("idmapped mount of {}: {e}", p.display()))?,
+        );
+    }
+    for (source, read_only) in &ctx.plan.idmap_binds {
+        trees.push(
+            sys::idmapped_tree(source, need_userns()?, *read_only)
+                .map_err(|e| format!("idmapped bind mount of {}: {e}", source.display()))?,
+        );
     }
     let fds: Vec<i32> = trees.iter().map(|t| t.as_raw_fd()).collect();
     let iov = [std::io::IoSlice::new(b"m")];
