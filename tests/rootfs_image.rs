@@ -24,6 +24,15 @@ use vsctl::rootfs::{self, RootfsLayout, image};
 /// Mount an image read-write (or read-only) at a fresh directory under
 /// `dir` with mount(8), as an independent observer; unmounted on drop.
 fn mount_image(img: &Path, dir: &Path, name: &str, ro: bool) -> MountGuard {
+    // mount(8) reuses a loop device that still backs the same file: wait
+    // until an earlier (lazily detached) mount's device is gone, or a
+    // read-write mount could land on a read-only device.
+    let left = vsctl::loopdev::wait_released(img, std::time::Duration::from_secs(10)).unwrap();
+    assert!(
+        left.is_empty(),
+        "{} still attached to {left:?}",
+        img.display()
+    );
     let mnt = dir.join(name);
     std::fs::create_dir_all(&mnt).unwrap();
     let opts = if ro {
