@@ -441,16 +441,15 @@ impl Executor<'_> {
     fn size_image(&self, record: &GuestRecord, image: &Path) -> Result<(), ApplyError> {
         let spec = &record.spec;
         if spec.disk.inodes.is_some() {
-            let message = format!(
-                "cannot enforce [disk] inodes on {}: an image guest's inode count is fixed by its size \
-                 (one inode per 16 KiB); drop `inodes`, or use strategy \"reflink\" or \"overlay\" on a \
-                 filesystem with project quotas (or set quota_unsupported = \"warn\" under [defaults] in vsctl.toml)",
-                image.display()
-            );
-            match self.settings.defaults.quota_unsupported {
-                QuotaPolicy::Error => return Err(guest_error(&spec.name, message)),
-                QuotaPolicy::Warn => eprintln!("vsctl: warning: guest {}: {message}", spec.name),
-            }
+            self.quota_unsupported(
+                &spec.name,
+                format!(
+                    "cannot enforce [disk] inodes on {}: an image guest's inode count is fixed by its size \
+                     (one inode per 16 KiB); drop `inodes`, or use strategy \"reflink\" or \"overlay\" on a \
+                     filesystem with project quotas",
+                    image.display()
+                ),
+            )?;
         }
         let size = image_size(spec);
         let result = match runtime::status(&self.paths.guest_run_dir(&spec.name)) {
@@ -483,21 +482,30 @@ impl Executor<'_> {
                 path,
                 reason,
                 how_to_fix,
-            }) => {
-                let message = format!(
-                    "cannot enforce [disk] limits on {}: {reason}; {how_to_fix} \
-                     (or set quota_unsupported = \"warn\" under [defaults] in vsctl.toml)",
+            }) => self.quota_unsupported(
+                &spec.name,
+                format!(
+                    "cannot enforce [disk] limits on {}: {reason}; {how_to_fix}",
                     path.display()
-                );
-                match self.settings.defaults.quota_unsupported {
-                    QuotaPolicy::Error => Err(guest_error(&spec.name, message)),
-                    QuotaPolicy::Warn => {
-                        eprintln!("vsctl: warning: guest {}: {message}", spec.name);
-                        Ok(())
-                    }
-                }
-            }
+                ),
+            ),
             Err(e) => Err(guest_error(&spec.name, e)),
+        }
+    }
+
+    /// A `[disk]` limit the filesystem or strategy cannot enforce: an error
+    /// for the guest, or a warning if the host settings say
+    /// `quota_unsupported = "warn"`. Never a silent no-op.
+    fn quota_unsupported(&self, guest: &str, message: String) -> Result<(), ApplyError> {
+        let message = format!(
+            "{message} (or set quota_unsupported = \"warn\" under [defaults] in vsctl.toml)"
+        );
+        match self.settings.defaults.quota_unsupported {
+            QuotaPolicy::Error => Err(guest_error(guest, message)),
+            QuotaPolicy::Warn => {
+                eprintln!("vsctl: warning: guest {guest}: {message}");
+                Ok(())
+            }
         }
     }
 }

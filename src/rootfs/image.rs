@@ -47,6 +47,8 @@ const RELEASE_WAIT: Duration = Duration::from_secs(5);
 /// that every resize rewrites).
 const RESIZE_MAX_BLOCKS: u64 = 1 << 28;
 const BLOCK: u64 = 4096;
+/// Template images are `TEMPLATE@KEY.ext4`.
+const IMAGE_SUFFIX: &str = ".ext4";
 /// Suffix of the reflink copy a resize works on.
 pub(crate) const RESIZING: &str = ".resizing";
 
@@ -83,33 +85,23 @@ fn run_tool(
 
 /// The template image for the tree `tree` at `dir/TEMPLATE@KEY.ext4`, made
 /// if missing (crash-safe: built as `TEMPLATE@KEY.ext4.PID.building`,
-/// renamed when complete). Everything else of the same `template` is
-/// removed: images of another key (guests are clones and never refer to
-/// them after they are made) and builds of killed runs (named by pid, so
-/// that an mkfs.ext4 orphaned by a kill writes only to its own, unlinked,
-/// file).
+/// renamed when complete). Images of the same `template` with another key
+/// are removed first (guests are clones and never refer to them after they
+/// are made), and so are builds of killed runs (named by pid, so that an
+/// mkfs.ext4 orphaned by a kill writes only to its own, unlinked, file).
 pub fn template_image(
     tree: &Path,
     dir: &Path,
     template: &str,
     key: &str,
 ) -> Result<PathBuf, RootfsError> {
-    let name = format!("{template}@{key}.ext4");
+    let name = format!("{template}@{key}{IMAGE_SUFFIX}");
     let path = dir.join(&name);
     if path.is_file() {
         return Ok(path);
     }
     std::fs::create_dir_all(dir).map_err(|e| io_err("create", dir, e))?;
-    for entry in std::fs::read_dir(dir)
-        .map_err(|e| io_err("read", dir, e))?
-        .flatten()
-    {
-        let n = entry.file_name();
-        let n = n.to_string_lossy();
-        if n.starts_with(&format!("{template}@")) && entry.path() != path {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
+    remove_unused_template_images(dir, |t, k| t != template || k == key)?;
     let building = dir.join(format!("{name}.{}{BUILDING}", std::process::id()));
     let result = build_template_image(tree, &building);
     match result {
@@ -188,8 +180,9 @@ pub fn remove_unused_template_images(
                 .next()
                 .and_then(|pid| pid.parse::<i32>().ok())
                 .is_some_and(crate::sys::pid_gone)
-        } else if let Some((template, key)) =
-            name.strip_suffix(".ext4").and_then(|s| s.split_once('@'))
+        } else if let Some((template, key)) = name
+            .strip_suffix(IMAGE_SUFFIX)
+            .and_then(|s| s.split_once('@'))
         {
             !keep(template, key)
         } else {
@@ -514,7 +507,6 @@ pub fn usage(
     image: &Path,
     mounted_root: Option<&Path>,
 ) -> Result<crate::quota::DiskUsage, RootfsError> {
-    let on_disk = read_superblock(image)?;
     let sb = match mounted_root.map(nix::sys::statvfs::statvfs) {
         Some(Ok(st)) => Superblock {
             block_size: st.fragment_size(),
@@ -526,7 +518,7 @@ pub fn usage(
             inodes: st.files(),
             free_inodes: st.files_free(),
         },
-        _ => on_disk,
+        _ => read_superblock(image)?,
     };
     Ok(crate::quota::DiskUsage {
         bytes_used: (sb.blocks - sb.free_blocks.min(sb.blocks)) * sb.block_size,

@@ -404,6 +404,9 @@ enum Durability {
     Filesystem,
     /// A single new (empty) directory: fsync it alone.
     Directory,
+    /// Made durable by whoever built it (an image file, fsynced by the
+    /// clone and the resize): only the rename remains.
+    Synced,
 }
 
 /// Move `name.building` to `name` inside `dir`, never replacing anything, and
@@ -422,6 +425,7 @@ fn publish(dir: &Path, name: &str, durability: Durability) -> Result<(), RootfsE
             let fd = open_dir(&p)?;
             nix::unistd::fsync(&fd).map_err(|e| io_err("fsync", &p, e))?;
         }
+        Durability::Synced => {}
     }
     renameat2(
         &dfd,
@@ -559,16 +563,7 @@ pub fn build_image_rootfs(
     let building = guest_dir.join(format!("{}{BUILDING}", image::IMAGE_NAME));
     image::clone_image(template_image, &building)?;
     image::resize_offline(&building, size)?;
-    let dfd = open_dir(guest_dir)?;
-    renameat2(
-        &dfd,
-        building.file_name().unwrap_or_default(),
-        &dfd,
-        image::IMAGE_NAME,
-        RenameFlags::RENAME_NOREPLACE,
-    )
-    .map_err(|e| io_err("rename into place", &path, e))?;
-    nix::unistd::fsync(&dfd).map_err(|e| io_err("fsync", guest_dir, e))?;
+    publish(guest_dir, image::IMAGE_NAME, Durability::Synced)?;
     Ok(RootfsLayout::Image { path })
 }
 
