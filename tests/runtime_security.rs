@@ -4,6 +4,7 @@
 mod runtime_util;
 use runtime_util::*;
 use std::process::Command;
+use std::time::Duration;
 
 fn ok(g: &Guest, script: &str) -> String {
     let (code, out, err) = g.sh(script);
@@ -120,6 +121,11 @@ fn check_restrictions(g: &Guest, privileged: bool) {
     let cap = |n: &str| vsctl::caps::parse(n).unwrap();
     for c in ["SYS_MODULE", "SYS_RAWIO", "SYS_TIME"] {
         assert_eq!(bnd & cap(c), 0, "{c} in bounding set");
+    }
+    if !privileged {
+        // Guest root traces its own processes, not those of other ids
+        // (such as a process vsctl puts into the guest).
+        assert_eq!(bnd & cap("SYS_PTRACE"), 0, "SYS_PTRACE in bounding set");
     }
     if privileged {
         for c in [
@@ -282,5 +288,313 @@ fn symlinks_planted_in_the_rootfs_do_not_redirect_mounts() {
         !std::path::Path::new("/etc/data").exists(),
         "mount point created on the host"
     );
+    g.stop();
+}
+
+/// A pty the test owns, standing in for the operator's terminal. The slave
+/// is in raw mode, so anything pushed into its input queue (TIOCSTI) can be
+/// read back at once.
+struct OperatorTerminal {
+    master: std::os::fd::OwnedFd,
+    slave: std::os::fd::OwnedFd,
+}
+
+impl OperatorTerminal {
+    fn new() -> OperatorTerminal {
+        use nix::sys::termios::{SetArg, cfmakeraw, tcgetattr, tcsetattr};
+        let pty = nix::pty::openpty(None, None).unwrap();
+        let mut t = tcgetattr(&pty.slave).unwrap();
+        cfmakeraw(&mut t);
+        tcsetattr(&pty.slave, SetArg::TCSANOW, &t).unwrap();
+        OperatorTerminal {
+            master: pty.master,
+            slave: pty.slave,
+        }
+    }
+
+    /// `command` in a new session whose controlling terminal is this pty,
+    /// as when an operator types it in an interactive shell.
+    fn controlling(&self, command: &mut Command) {
+        use std::os::fd::AsRawFd;
+        use std::os::unix::process::CommandExt;
+        let slave = self.slave.as_raw_fd();
+        // SAFETY (test): setsid and ioctl are async-signal-safe.
+        unsafe {
+            command.pre_exec(move || {
+                nix::unistd::setsid()?;
+                if libc::ioctl(slave, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+
+    fn stdio(&self) -> std::process::Stdio {
+        self.slave.try_clone().unwrap().into()
+    }
+
+    /// What was typed into the terminal (its input queue) since it was made.
+    fn injected(&self) -> String {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        use std::os::fd::AsFd;
+        let mut got = Vec::new();
+        let mut buf = [0u8; 256];
+        loop {
+            let mut fds = [PollFd::new(self.slave.as_fd(), PollFlags::POLLIN)];
+            if poll(&mut fds, PollTimeout::from(200u16)).unwrap() == 0 {
+                break;
+            }
+            match nix::unistd::read(&self.slave, &mut buf) {
+                Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                _ => break,
+            }
+        }
+        // Drain what the probe wrote to the terminal, so nothing blocks.
+        let _ = nix::fcntl::fcntl(
+            &self.master,
+            nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+        );
+        while nix::unistd::read(&self.master, &mut buf).is_ok_and(|n| n > 0) {}
+        String::from_utf8_lossy(&got).into_owned()
+    }
+}
+
+/// HIGH 1 of the security review (lxc-attach CVE-2016-10124 class): the
+/// command `exec` starts must never share the operator's session, so it
+/// can neither open the operator's terminal (/dev/tty) nor push input into
+/// it with TIOCSTI, whether vsctl's stdio is /dev/null or the terminal.
+#[test]
+fn exec_cannot_type_into_the_operators_terminal() {
+    use std::process::Stdio;
+    let g = Guest::busybox("sec-sti", Some(410_000));
+    install_attack_probe(&g.rootfs());
+    g.start();
+    let term = OperatorTerminal::new();
+
+    // `vsctl exec -T g -- cmd </dev/null >/dev/null 2>&1` from a shell.
+    let mut cmd = rt(&g.spec_path);
+    cmd.args(["exec", "--", "/bin/attack", "tiocsti"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    term.controlling(&mut cmd);
+    let o = cmd.output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        o.status.success(),
+        "{report}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(report.contains("dev-tty: open failed"), "{report}");
+    assert!(!report.contains("INJECTED"), "{report}");
+    assert_eq!(
+        term.injected(),
+        "",
+        "the guest typed into the operator's terminal"
+    );
+
+    // `vsctl exec -T g -- cmd` with the terminal as stdin and stderr.
+    let mut cmd = rt(&g.spec_path);
+    cmd.args(["exec", "--", "/bin/attack", "tiocsti"])
+        .stdin(term.stdio())
+        .stdout(Stdio::piped())
+        .stderr(term.stdio());
+    term.controlling(&mut cmd);
+    let o = cmd.output().unwrap();
+    let report = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{report}");
+    assert!(!report.contains("INJECTED"), "{report}");
+    assert_eq!(
+        term.injected(),
+        "",
+        "the guest typed into the operator's terminal"
+    );
+    g.stop();
+}
+
+/// HIGH 1: without a pty, the command's stdio are pipes vsctl relays; no
+/// host descriptor enters the guest. Before, a privileged guest reopened
+/// the operator's root-only files given as stdin/stdout through
+/// /proc/self/fd and truncated or overwrote them.
+#[test]
+fn exec_stdio_reaches_the_guest_as_pipes_never_as_host_files() {
+    use std::os::unix::fs::OpenOptionsExt;
+    let g = Guest::busybox("sec-stdio", None);
+    install_attack_probe(&g.rootfs());
+    g.start();
+    let files = tempfile::tempdir().unwrap();
+    let output = files.path().join("operator-output");
+    let input = files.path().join("operator-input");
+    for (p, text) in [(&output, "operator-secret\n"), (&input, "input-secret\n")] {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(p)
+            .unwrap();
+        std::fs::write(p, text).unwrap();
+    }
+    let open = |p: &std::path::Path, append: bool| {
+        std::fs::OpenOptions::new()
+            .read(!append)
+            .append(append)
+            .open(p)
+            .unwrap()
+    };
+
+    let o = rt(&g.spec_path)
+        .args(["exec", "--", "/bin/attack", "fds"])
+        .stdin(open(&input, false))
+        .output()
+        .unwrap();
+    let fds = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{fds}");
+    for line in fds.lines() {
+        assert!(
+            line.split(' ').nth(1).unwrap().starts_with("pipe:"),
+            "{fds}"
+        );
+    }
+
+    // Reopen stdout to truncate it, stdin to overwrite it.
+    let o = rt(&g.spec_path)
+        .args([
+            "exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            ": > /proc/self/fd/1; echo overwritten > /proc/self/fd/0; echo relayed",
+        ])
+        .stdin(open(&input, false))
+        .stdout(open(&output, true))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read_to_string(&output).unwrap(),
+        "operator-secret\nrelayed\n"
+    );
+    assert_eq!(std::fs::read_to_string(&input).unwrap(), "input-secret\n");
+    g.stop();
+}
+
+/// Run `vsctl exec -- true` `n` times while /bin/attack races to ptrace
+/// and open /proc/PID/exe of every new process; returns the probe's report.
+fn race_execs(g: &Guest, n: usize) -> String {
+    let (code, _, err) = g.sh(
+        "/bin/attack race 600 /tmp/race.out </dev/null >/dev/null 2>&1 & echo $! > /tmp/race.pid",
+    );
+    assert_eq!(code, 0, "{err}");
+    for i in 0..n {
+        // Bounded: a process the probe got hold of might never finish.
+        let mut exec = rt(&g.spec_path)
+            .args(["exec", "--", "/bin/true"])
+            .spawn()
+            .unwrap();
+        let end = std::time::Instant::now() + Duration::from_secs(10);
+        while exec.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > end {
+                let _ = exec.kill();
+                panic!(
+                    "exec {i} hung; the probe's report so far:\n{}",
+                    race_report(g)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let (code, _, err) = g.sh("kill -INT $(cat /tmp/race.pid)");
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        g.wait_file("tmp/race.out", "done", Duration::from_secs(10)),
+        "the probe did not finish"
+    );
+    let report = race_report(g);
+    // It saw the execs' processes come and go.
+    let tried: usize = report
+        .rsplit("tried=")
+        .next()
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        tried >= n / 2,
+        "the probe saw only {tried} processes:\n{report}"
+    );
+    report
+}
+
+fn race_report(g: &Guest) -> String {
+    std::fs::read_to_string(g.rootfs().join("tmp/race.out")).unwrap_or_default()
+}
+
+/// HIGH 2 (runc CVE-2016-9962 class): a guest process races every exec to
+/// ptrace-attach to the new process, or to open its /proc/PID/exe (the
+/// CVE-2019-5736 route to the vsctl binary), while it is still host root.
+/// The exec'd process must be the guest's in every respect (ids,
+/// capabilities, seccomp, not dumpable) before the guest can see it. The
+/// unprivileged guest is given CAP_SYS_PTRACE back, so the ordering, not
+/// only the missing capability, is what is tested.
+#[test]
+fn guests_cannot_ptrace_or_reach_the_binary_of_an_exec() {
+    let mut unpriv = Guest::busybox("sec-race-u", Some(420_000));
+    unpriv.spec.caps_add = vec!["SYS_PTRACE".into()];
+    unpriv.save();
+    let privileged = Guest::busybox("sec-race-p", None);
+    for g in [&unpriv, &privileged] {
+        install_attack_probe(&g.rootfs());
+        g.start();
+        let report = race_execs(g, 150);
+        let hits: Vec<&str> = report
+            .lines()
+            .filter(|l| l.starts_with("attach") || l.starts_with("exe"))
+            .collect();
+        assert!(
+            hits.is_empty(),
+            "guest {} reached exec's process:\n{report}",
+            g.spec.name
+        );
+        g.stop();
+    }
+}
+
+/// `exec -t` takes a pty from the guest's own devpts, found through the
+/// guest's root. The guest owns that path: an unprivileged guest can put a
+/// symlink to a host path where its ptmx was, and vsctl (host root) must
+/// not open what it names (on a real host: /dev/watchdog arms the watchdog
+/// on open, a FIFO blocks). Watched with inotify on a host canary.
+#[test]
+fn exec_tty_never_opens_a_host_path_the_guest_planted() {
+    use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+    let g = Guest::busybox("sec-ptmx", Some(430_000));
+    g.start();
+    let canary_dir = tempfile::tempdir().unwrap();
+    let canary = canary_dir.path().join("canary");
+    std::fs::write(&canary, "host file\n").unwrap();
+    let inotify = Inotify::init(InitFlags::IN_NONBLOCK).unwrap();
+    inotify.add_watch(&canary, AddWatchFlags::IN_OPEN).unwrap();
+    let (code, _, err) = g.sh(&format!(
+        "umount -l /dev/pts && busybox ln -s {} /dev/pts/ptmx",
+        canary.display()
+    ));
+    assert_eq!(code, 0, "{err}");
+
+    let term = OperatorTerminal::new();
+    let mut cmd = rt(&g.spec_path);
+    cmd.args(["exec", "-t", "--", "/bin/true"])
+        .stdin(term.stdio())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    term.controlling(&mut cmd);
+    let o = cmd.output().unwrap();
+    assert_ne!(
+        o.status.code(),
+        Some(0),
+        "exec -t worked without a devpts ptmx"
+    );
+    let opened = inotify.read_events().map(|e| e.len()).unwrap_or(0);
+    assert_eq!(opened, 0, "vsctl opened the host path the guest planted");
+    assert_eq!(std::fs::read_to_string(&canary).unwrap(), "host file\n");
     g.stop();
 }

@@ -351,3 +351,35 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .tempdir_in("/tmp")
         .unwrap()
 }
+
+/// tests/probes/attack.c built as a static binary (guests have no libc),
+/// once per test process.
+pub fn attack_probe() -> &'static Path {
+    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/attack.c");
+        let out =
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("attack-{}", std::process::id()));
+        let o = Command::new("cc")
+            .args(["-static", "-O2", "-o"])
+            .arg(&out)
+            .arg(&src)
+            .output()
+            .expect("a C compiler (cc) for the attack probe");
+        assert!(
+            o.status.success(),
+            "building {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    })
+}
+
+/// Put the attack probe into a guest's tree as /bin/attack.
+pub fn install_attack_probe(rootfs: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let dst = rootfs.join("bin/attack");
+    fs::copy(attack_probe(), &dst).unwrap();
+    fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
+}
