@@ -14,6 +14,9 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 
+mod sealed_exe;
+pub use sealed_exe::sealed_self_exe;
+
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -336,6 +339,40 @@ pub fn execve(path: &CString, argv: &[CString], envp: &[CString]) -> io::Error {
     }
 }
 
+/// execveat(2) of the file `fd` refers to (an O_PATH handle or a memfd,
+/// see [`sealed_self_exe`]); returns only on failure.
+pub fn execveat_fd(fd: RawFd, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut argv_ptrs: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_ptrs.push(std::ptr::null());
+    let mut envp_ptrs: Vec<*const libc::c_char> = envp.iter().map(|a| a.as_ptr()).collect();
+    envp_ptrs.push(std::ptr::null());
+    // SAFETY: argv and envp are NULL-terminated arrays of pointers to
+    // NUL-terminated strings that outlive the call; the empty path with
+    // AT_EMPTY_PATH means the descriptor itself.
+    unsafe {
+        libc::syscall(
+            libc::SYS_execveat,
+            fd,
+            c"".as_ptr(),
+            argv_ptrs.as_ptr(),
+            envp_ptrs.as_ptr(),
+            libc::AT_EMPTY_PATH,
+        )
+    };
+    io::Error::last_os_error()
+}
+
+/// prctl(PR_SET_DUMPABLE, 0): from now until the next exec, only a holder
+/// of CAP_SYS_PTRACE in the user namespace this process's memory was
+/// created in (the host's) may ptrace it or open its /proc/PID files
+/// (exe, fd, mem, environ...). The kernel resets the flag when the
+/// process's ids change and at exec, so callers set it again after both.
+pub fn set_undumpable() -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
 /// Put descriptors on fixed numbers for an exec (dup2 clears close-on-exec
 /// on the copies). Every source is first moved above all targets, so
 /// placing one can never clobber another still to be placed.
@@ -521,19 +558,51 @@ pub fn default_sigpipe() {
     let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
-/// Allocate a pty from the devpts instance whose `ptmx` is at `ptmx` (e.g.
-/// a guest's `/proc/PID/root/dev/pts/ptmx`): returns (master, slave). The
-/// slave is opened with TIOCGPTPEER, i.e. from the master itself, never by a
-/// path another mount namespace could swap.
-pub fn open_pty_in(ptmx: &std::path::Path) -> io::Result<(OwnedFd, OwnedFd)> {
+/// Allocate a pty from a guest's own devpts instance: `root` is the guest's
+/// root directory (e.g. `/proc/INIT/root` opened O_PATH), `ptmx` the path of
+/// its ptmx below it. Returns (master, slave).
+///
+/// The guest owns that tree and may have put anything at that path: the
+/// lookup stays inside `root` and follows no symlink (openat2
+/// RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS), and only a devpts `ptmx`
+/// character device is opened for reading and writing (a FIFO would block
+/// the open, another device could act on it). The slave is opened with
+/// TIOCGPTPEER, i.e. from the master itself, never by a path.
+pub fn open_pty_in(
+    root: std::os::fd::BorrowedFd<'_>,
+    ptmx: &std::path::Path,
+) -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+    use std::os::fd::AsRawFd;
+    const DEVPTS_SUPER_MAGIC: i64 = 0x1cd1;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let path = openat2(root, ptmx, how).map_err(io::Error::from)?;
+    let st = nix::sys::stat::fstat(&path).map_err(io::Error::from)?;
+    let fs = nix::sys::statfs::fstatfs(&path).map_err(io::Error::from)?;
+    let is_ptmx = st.st_mode & libc::S_IFMT == libc::S_IFCHR
+        && libc::major(st.st_rdev) == 5
+        && libc::minor(st.st_rdev) == 2
+        && fs.filesystem_type().0 as i64 == DEVPTS_SUPER_MAGIC;
+    if !is_ptmx {
+        return Err(io::Error::other(format!(
+            "{} is not a devpts ptmx",
+            ptmx.display()
+        )));
+    }
     use std::os::unix::fs::OpenOptionsExt;
     let master: OwnedFd = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY)
-        .open(ptmx)?
+        .open(format!("/proc/self/fd/{}", path.as_raw_fd()))?
         .into();
-    let m = std::os::fd::AsRawFd::as_raw_fd(&master);
+    let m = master.as_raw_fd();
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int through the pointer.
     check(unsafe { libc::ioctl(m, libc::TIOCSPTLCK, &unlock) } as libc::c_long)?;
