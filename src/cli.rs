@@ -94,13 +94,25 @@ pub enum Command {
         wait: WaitArgs,
     },
     /// Run a command inside a running guest (exit codes: the command's; 125 vsctl failed, 126 not running or not executable, 127 not found)
+    #[command(
+        long_about = "Run a command inside a running guest, as the guest's root, with the guest's capability \
+                      set, seccomp filter and environment, in a session of its own.\n\n\
+                      With a pseudo-terminal (-t, or by default when standard input is a terminal) the command \
+                      gets a pty of the guest's own and your terminal is relayed in raw mode. Without one (-T, \
+                      or standard input not a terminal) its standard input, output and error are pipes that \
+                      vsctl relays: no descriptor of yours (a terminal, a file you redirected) ever reaches \
+                      the guest. The relay ends when the command has exited and what it wrote is copied; a \
+                      background process it left running does not keep vsctl waiting.\n\n\
+                      Exit codes: the command's own; 128+N when it was killed by signal N; 125 vsctl failed; \
+                      126 the guest is not running or the command cannot be executed; 127 not found."
+    )]
     Exec {
         /// Guest name
         name: String,
         /// Allocate a pseudo-terminal [default: when stdin is a terminal]
         #[arg(short = 't', long)]
         tty: bool,
-        /// Never allocate a pseudo-terminal
+        /// Never allocate a pseudo-terminal: relay stdin, stdout and stderr through pipes
         #[arg(short = 'T', long, conflicts_with = "tty")]
         no_tty: bool,
         /// The command and its arguments

@@ -16,12 +16,15 @@ use clap::Parser;
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     vsctl::sys::process_init();
-    // A guest's supervisor is this binary exec'd in a mode of its own;
-    // dispatch before any CLI parsing so it starts small.
-    if std::env::args_os().nth(1).as_deref()
-        == Some(std::ffi::OsStr::new(vsctl::runtime::SUPERVISOR_ARG))
-    {
+    // A guest's supervisor and the process `exec` enters a guest with are
+    // this binary exec'd in modes of their own; dispatch before any CLI
+    // parsing so they start small.
+    let mode = std::env::args_os().nth(1);
+    if mode.as_deref() == Some(std::ffi::OsStr::new(vsctl::runtime::SUPERVISOR_ARG)) {
         vsctl::runtime::supervisor_main();
+    }
+    if mode.as_deref() == Some(std::ffi::OsStr::new(vsctl::runtime::EXEC_HELPER_ARG)) {
+        vsctl::runtime::exec_helper_main();
     }
     // A panic ends the process with 101, as under Rust's own `main`.
     let code = std::panic::catch_unwind(|| {

@@ -455,6 +455,9 @@ rc, so, se = conn.exec_command("echo out; echo err >&2; exit 3")
 out["exec"] = [rc, so.decode(), se.decode()]
 rc, so, se = conn.exec_command("cat", in_data=b"through stdin")
 out["stdin"] = [rc, so.decode()]
+# What the guest gets as stdio: pipes vsctl relays, never a host file.
+rc, so, se = conn.exec_command("ls -l /proc/self/fd/0 /proc/self/fd/1 /proc/self/fd/2")
+out["fds"] = [rc, so.decode()]
 # A guest-side symlink to a host path: the write must land inside the guest.
 conn.exec_command("ln -sf %s /tmp/evil" % canary)
 src = os.path.join(work, "payload")
@@ -508,6 +511,13 @@ fn ansible_connection_plugin_runs_inside_a_guest() {
     assert_eq!(got["exec"][1], "out\n");
     assert_eq!(got["exec"][2], "err\n");
     assert_eq!(got["stdin"], serde_json::json!([0, "through stdin"]));
+    assert_eq!(got["fds"][0], 0, "{got}");
+    let fds = got["fds"][1].as_str().unwrap();
+    assert_eq!(fds.lines().count(), 3, "{fds}");
+    assert!(
+        fds.lines().all(|l| l.contains(" -> pipe:")),
+        "host descriptors in the guest: {fds}"
+    );
     assert_eq!(got["fetched"], "payload \u{0} bytes\n");
     assert_eq!(got["inside"][1], "payload \u{0} bytes\n");
     assert_eq!(

@@ -156,9 +156,68 @@ fn exec_propagates_exit_codes() {
     // The guest sees its own hostname and a reset environment.
     let (_, out, _) = g.sh("hostname; echo \"$container\"; echo \"[$HOSTNAME_FROM_HOST]\"; cat /run/host/container-manager");
     assert_eq!(out, "bb-exec\nvsctl\n[]\nvsctl\n");
+    // Large output and input pass through the relay whole, both ways.
+    let big: String = (0..20_000).map(|i| format!("line {i}\n")).collect();
+    let mut child = rt(&g.spec_path)
+        .args(["exec", "--", "/bin/sh", "-c", "cat; echo done >&2"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = big.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        stdin.write_all(feed.as_bytes()).unwrap();
+    });
+    let o = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    assert!(o.status.success());
+    assert!(o.stdout == big.as_bytes(), "{} bytes back", o.stdout.len());
+    assert_eq!(String::from_utf8_lossy(&o.stderr), "done\n");
+    // A daemon left holding the command's stdout does not keep exec waiting.
+    let start = Instant::now();
+    let (code, out, _) = g.sh("sleep 30 & echo started");
+    assert_eq!((code, out.as_str()), (0, "started\n"));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
     g.stop();
     let o = g.cmd(&["exec", "--", "true"]);
     assert_eq!(o.status.code(), Some(126), "exec into a stopped guest");
+}
+
+/// The command runs in a session of its own, yet the operator's Ctrl-C
+/// (SIGINT to vsctl's process group) still reaches it.
+#[test]
+fn exec_passes_the_operators_interrupt_on() {
+    use std::os::unix::process::CommandExt;
+    let g = Guest::busybox("bb-exec-int", None);
+    g.start();
+    let mut exec = rt(&g.spec_path)
+        .args([
+            "exec",
+            "--",
+            "/bin/sh",
+            "-c",
+            "trap 'echo interrupted > /tmp/int; exit 5' INT; echo ready > /tmp/ready; \
+             while true; do sleep 0.1; done",
+        ])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert!(g.wait_file("tmp/ready", "ready", Duration::from_secs(10)));
+    let pgrp = nix::unistd::Pid::from_raw(-(exec.id() as i32));
+    nix::sys::signal::kill(pgrp, nix::sys::signal::Signal::SIGINT).unwrap();
+    assert!(
+        g.wait_file("tmp/int", "interrupted", Duration::from_secs(10)),
+        "the command never saw the interrupt"
+    );
+    let _ = exec.wait();
+    g.stop();
 }
 
 #[test]

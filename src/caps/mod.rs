@@ -71,14 +71,20 @@ pub const NAMES: &[&str] = &[
     "CHECKPOINT_RESTORE",
 ];
 
-/// Dropped from unprivileged guests: all but NET_ADMIN are only meaningful
-/// in the initial user namespace, so they could never work for the guest
-/// anyway. NET_ADMIN would work in the guest's own network namespace, and
-/// that is why it goes: a guest's addresses and routes are vsctl's to set
-/// from its file, so that it uses only its own (`cap_add = ["NET_ADMIN"]`
-/// gives it back).
+/// Dropped from unprivileged guests: all but NET_ADMIN and SYS_PTRACE are
+/// only meaningful in the initial user namespace, so they could never work
+/// for the guest anyway. NET_ADMIN would work in the guest's own network
+/// namespace, and that is why it goes: a guest's addresses and routes are
+/// vsctl's to set from its file, so that it uses only its own
+/// (`cap_add = ["NET_ADMIN"]` gives it back). SYS_PTRACE lets the guest's
+/// root trace processes of other ids in its namespace, which is how a guest
+/// would reach a process vsctl puts into it before that process is wholly
+/// the guest's; guest root still debugs its own processes without it, and
+/// `cap_add = ["SYS_PTRACE"]` gives it back (a debugger tracing other
+/// users' processes, say).
 pub const DROP_UNPRIVILEGED: &[&str] = &[
     "NET_ADMIN",
+    "SYS_PTRACE",
     "SYS_MODULE",
     "SYS_RAWIO",
     "SYS_TIME",

@@ -478,6 +478,11 @@ pub fn run(
     err_w: RawFd,
     idmap_sock: Option<RawFd>,
 ) -> ! {
+    // Root of the guest's new user namespace from here until init's exec,
+    // and nothing of the guest may ptrace or open it in the meantime.
+    if let Err(e) = crate::sys::set_undumpable() {
+        fail(err_w, &format!("PR_SET_DUMPABLE: {e}"));
+    }
     let mut b = [0u8; 1];
     match nix::unistd::read(crate::sys::borrow_fd(sync_r), &mut b) {
         Ok(1) => {}

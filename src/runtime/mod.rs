@@ -33,7 +33,7 @@ pub mod plan;
 mod supervisor;
 
 pub use console::{AttachOptions, Detached, attach};
-pub use exec::{exec, write_files};
+pub use exec::{EXEC_HELPER_ARG, exec, exec_helper_main, write_files};
 pub use supervisor::{SUPERVISOR_ARG, supervisor_main};
 
 use crate::cgroup::{self, CgroupError, Limits, ManagerRef};

@@ -98,7 +98,7 @@ pub(super) fn spawn(launch: Launch) -> Result<Pending, RuntimeError> {
         let _ = nix::unistd::setsid();
         match sys::fork() {
             Ok(0) => {
-                let e = exec_supervisor(&launch_fd, &rep_w, &go_r);
+                let e = exec_supervisor(&launch_fd, &rep_w, &go_r, &launch.spec.run_dir);
                 let _ = nix::unistd::write(&rep_w, format!("err exec supervisor: {e}").as_bytes());
                 sys::exit_now(1)
             }
@@ -160,9 +160,18 @@ impl Pending {
 }
 
 /// In the forked grandchild: put the launch data and the report and go
-/// pipes on their fixed descriptors (dup2 clears close-on-exec) and exec this binary.
+/// pipes on their fixed descriptors (dup2 clears close-on-exec) and exec this
+/// binary, sealed: the guest's init is cloned from the supervisor and runs
+/// its code until it execs init, so the file behind its /proc/PID/exe must
+/// not be one anybody could write through ([`sys::sealed_self_exe`]; the
+/// run directory, which exists by now, serves as its empty layer).
 /// Returns only on failure.
-fn exec_supervisor(launch: &OwnedFd, report: &OwnedFd, go: &OwnedFd) -> std::io::Error {
+fn exec_supervisor(
+    launch: &OwnedFd,
+    report: &OwnedFd,
+    go: &OwnedFd,
+    run_dir: &std::path::Path,
+) -> std::io::Error {
     use std::ffi::CString;
     if let Err(e) = sys::place_fds(&[
         (launch.as_fd(), LAUNCH_FD),
@@ -171,11 +180,16 @@ fn exec_supervisor(launch: &OwnedFd, report: &OwnedFd, go: &OwnedFd) -> std::io:
     ]) {
         return e;
     }
+    // Opened after the descriptors are in place, so it is none of theirs.
+    let sealed = match sys::sealed_self_exe(run_dir) {
+        Ok(fd) => fd,
+        Err(e) => return e,
+    };
     let argv = [
         CString::new("vsctl").expect("no NUL"),
         CString::new(SUPERVISOR_ARG).expect("no NUL"),
     ];
-    sys::execve(&CString::new("/proc/self/exe").expect("no NUL"), &argv, &[])
+    sys::execveat_fd(sealed.as_raw_fd(), &argv, &[])
 }
 
 /// The supervisor mode's entry point (`main` dispatches here on

@@ -100,7 +100,10 @@ class Connection(ConnectionBase):
             cmd += ["--root", self.get_option("vsctl_root")]
         if self.get_option("vsctl_config"):
             cmd += ["--config", self.get_option("vsctl_config")]
-        return cmd + ["exec", self._guest(), "--"] + list(argv)
+        # -T: never a pty. Without one, vsctl relays the command's stdio
+        # through pipes of its own, so no descriptor of the controller's
+        # (the files put_file and fetch_file stream) enters the guest.
+        return cmd + ["exec", "-T", self._guest(), "--"] + list(argv)
 
     def _spawn(self, argv, stdin, stdout):
         local = [to_bytes(a, errors="surrogate_or_strict") for a in self._vsctl(argv)]
