@@ -351,3 +351,31 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .tempdir_in("/tmp")
         .unwrap()
 }
+
+/// A test helper from `tests/helpers/NAME.c`, built statically (guests have
+/// no C library of the host's) into the target's scratch directory once per
+/// test process, and its path.
+pub fn static_helper(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    if out.is_file() {
+        return out;
+    }
+    let building = out.with_extension("building");
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&building)
+        .arg(&source)
+        .output()
+        .expect("run cc (the tests need a C compiler and the static C library)");
+    assert!(
+        built.status.success(),
+        "cc {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    fs::rename(&building, &out).unwrap();
+    out
+}
