@@ -170,7 +170,7 @@ fn verify(host: &Host, name: &str) -> i32 {
 }
 
 pub fn gc(host: &Host) -> i32 {
-    let images = host.paths.guests_state_dir().join(".images");
+    let images = crate::host_access::template_images_dir(&host.paths);
     let paths = &host.paths;
     let result = crate::store::gc(paths)
         .map_err(|e| e.to_string())
