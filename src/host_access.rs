@@ -22,7 +22,7 @@
 //! console logs are 0600 whatever it is.
 //!
 //! Installs made by older versions had all of this 0755/0644: the next
-//! `apply` or `start` tightens what exists ([`secure_layout`],
+//! `apply` or `start` tightens what exists ([`secure_all`],
 //! [`secure_guest`]). What this module must never do: follow a symlink
 //! below the configured state and run directories, or touch anything inside
 //! a guest's or a template's tree.
@@ -260,6 +260,41 @@ pub fn template_images_dir(paths: &Paths) -> PathBuf {
     paths.guests_state_dir().join(".images")
 }
 
+/// The layout, every recorded guest ([`secure_guest`]), and the directory
+/// of every guest without a record (a root filesystem `--prune` kept):
+/// root's only. What `vsctl apply` runs before its plan.
+pub fn secure_all<'r>(
+    paths: &Paths,
+    records: impl IntoIterator<Item = &'r GuestRecord>,
+) -> Result<(), HostAccessError> {
+    secure_layout(paths)?;
+    let mut recorded = std::collections::BTreeSet::new();
+    for record in records {
+        secure_guest(paths, record)?;
+        recorded.insert(record.spec.name.as_str());
+    }
+    let guests = paths.guests_state_dir();
+    let entries = match fs::read_dir(&guests) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("list", &guests)(e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(io_err("list", &guests))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        // Hidden entries are vsctl's own (template images, probes).
+        if name.starts_with('.')
+            || recorded.contains(name)
+            || !entry.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        tighten_dir(&entry.path(), Access::Private, Follow::No)?;
+    }
+    Ok(())
+}
+
 /// One recorded guest's directory, record, run directory and files, and
 /// console logs, with the access of the table above.
 pub fn secure_guest(paths: &Paths, record: &GuestRecord) -> Result<(), HostAccessError> {
@@ -352,6 +387,73 @@ mod tests {
         tighten_file(&f).unwrap();
         assert_eq!(mode(&f), 0o600);
         tighten_file(&dir.path().join("missing")).unwrap();
+    }
+
+    #[test]
+    fn everything_an_older_version_left_open_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under_root(dir.path());
+        let mut record = GuestRecord::new(crate::state::tests::spec("web1"));
+        record.spec.security.userns = true;
+        record.id_range = Some(crate::state::IdRange {
+            host_base: 1 << 24,
+            count: 65536,
+        });
+        record.rootfs = Some(RootfsLayout::Tree {
+            path: paths.guest_dir("web1").join("rootfs"),
+        });
+        let open_dirs = [
+            paths.state_dir.clone(),
+            paths.store_dir(),
+            paths.template_trees_dir(),
+            template_images_dir(&paths),
+            paths.guest_dir("web1"),
+            paths.guest_dir("web1").join("rootfs"),
+            paths.guest_dir("pruned"),
+            paths.guest_run_dir("web1"),
+        ];
+        for d in &open_dirs {
+            fs::create_dir_all(d).unwrap();
+        }
+        let open_files = [
+            paths.guest_dir("web1").join("record.json"),
+            paths.guest_run_dir("web1").join("spec.json"),
+            paths.guest_run_dir("web1").join("state.json"),
+            crate::lifecycle::log_file(&paths, "web1"),
+        ];
+        fs::create_dir_all(&paths.log_dir).unwrap();
+        for f in &open_files {
+            fs::write(f, b"{}").unwrap();
+        }
+        for p in open_dirs.iter().chain(&open_files).chain([&paths.run_dir]) {
+            fs::set_permissions(p, fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        fs::set_permissions(&paths.log_dir, fs::Permissions::from_mode(0o755)).unwrap();
+        secure_all(&paths, [&record]).unwrap();
+        assert_eq!(mode(&paths.state_dir), 0o711);
+        assert_eq!(mode(&paths.guests_state_dir()), 0o711);
+        assert_eq!(mode(&paths.run_dir), 0o711);
+        assert_eq!(mode(&paths.guest_run_dir("web1")), 0o711);
+        for private in [
+            paths.store_dir(),
+            paths.template_trees_dir(),
+            template_images_dir(&paths),
+            paths.guest_dir("pruned"),
+        ] {
+            assert_eq!(mode(&private), 0o700, "{}", private.display());
+        }
+        assert_eq!(mode(&paths.guest_dir("web1")), 0o710);
+        assert_eq!(
+            fs::metadata(paths.guest_dir("web1")).unwrap().gid(),
+            1 << 24
+        );
+        for f in &open_files {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+        // Inside the guest's tree nothing changes; an existing log
+        // directory is the administrator's.
+        assert_eq!(mode(&paths.guest_dir("web1").join("rootfs")), 0o755);
+        assert_eq!(mode(&paths.log_dir), 0o755);
     }
 
     #[test]

@@ -295,13 +295,8 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
     };
     // What older versions left readable by every host user is tightened
     // first, whatever the plan does with each guest.
-    let secured = crate::host_access::secure_layout(&host.paths).and_then(|()| {
-        observed
-            .guests
-            .values()
-            .try_for_each(|g| crate::host_access::secure_guest(&host.paths, &g.record))
-    });
-    if let Err(e) = secured {
+    let records = observed.guests.values().map(|g| &g.record);
+    if let Err(e) = crate::host_access::secure_all(&host.paths, records) {
         return fail(&e);
     }
     let plan = plan::plan(&desired, &observed, &options);
