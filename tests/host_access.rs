@@ -23,8 +23,8 @@ const NOBODY: u32 = 65534;
 /// `args` run as host user nobody (group nogroup, no supplementary groups):
 /// the ids are switched in the child before the exec, so even the exec's
 /// own path lookup is nobody's. (`setpriv --reuid` is no such test: it
-/// executes its program before the switch takes full effect, and so passes
-/// directories nobody may not.)
+/// keeps every capability effective up to its exec (PR_SET_KEEPCAPS, then
+/// capset), so that exec passes any directory.)
 fn as_nobody(args: &[&str]) -> Tried {
     use std::os::unix::process::CommandExt;
     match Command::new(args[0])
