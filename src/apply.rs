@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::config::host::QuotaPolicy;
 use crate::config::{GuestSpec, HostSettings};
+use crate::host_access::{self, Access, Follow};
 use crate::lifecycle;
 use crate::paths::Paths;
 use crate::plan::{Action, GuestPlan, Observed, ObservedGuest, Plan, RunStatus, Step};
@@ -353,8 +354,10 @@ impl Executor<'_> {
         let installed = template::installed(self.paths, &spec.template)
             .ok_or_else(|| fail(&format!("template {} is not built", spec.template)))?;
         let guests_dir = self.paths.guests_state_dir();
-        std::fs::create_dir_all(&guests_dir)
-            .map_err(|e| fail(&format!("create {}: {e}", guests_dir.display())))?;
+        // Root's only (an unprivileged guest with a tree gets its group
+        // let through once the tree exists, below): see host_access.
+        host_access::ensure_dir(&guests_dir, Access::Traverse, Follow::No).map_err(|e| fail(&e))?;
+        host_access::create_dir(guest_dir, Access::Private).map_err(|e| fail(&e))?;
         let strategy = rootfs::resolve(spec.rootfs.strategy, &guests_dir).map_err(|e| fail(&e))?;
         let shift = match (record.id_range, strategy) {
             (Some(range), ResolvedStrategy::Reflink | ResolvedStrategy::Copy)
@@ -371,9 +374,11 @@ impl Executor<'_> {
         let layout = if strategy == ResolvedStrategy::Image {
             // One image per template tree digest, next to the guests (a
             // reflink cannot cross filesystems).
+            let images = host_access::template_images_dir(self.paths);
+            host_access::ensure_dir(&images, Access::Private, Follow::No).map_err(|e| fail(&e))?;
             let image = rootfs::image::template_image(
                 &tree,
-                &guests_dir.join(".images"),
+                &images,
                 &spec.template,
                 &installed.tree_digest,
             )
@@ -384,7 +389,8 @@ impl Executor<'_> {
         };
         record.rootfs = Some(layout);
         record.template_digest = Some(installed.tree_digest);
-        Ok(())
+        host_access::tighten_dir(guest_dir, host_access::guest_dir_access(record), Follow::No)
+            .map_err(|e| guest_error(&record.spec.name, e))
     }
 
     /// Write [`guest_files`]. A running guest gets them from inside its own

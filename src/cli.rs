@@ -2,8 +2,72 @@
 //! (`man/`) and shell completions are generated from the same definitions.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// A name given on the command line that is not a valid guest or template
+/// name. Refused by clap before any path is built from it: a name like
+/// `../../tmp/x` would otherwise lead every command to files outside vsctl's
+/// directories.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error(
+        "guest names are 1-63 characters of a-z, 0-9 and `-`, starting with a letter or digit \
+         (the guest file's name without .toml)"
+    )]
+    Guest,
+    #[error(
+        "template names are lower-case letters, digits, `-`, `_` and `.`, at most 64, \
+         not starting with `.` or `-` (the definition's file name without .toml)"
+    )]
+    Template,
+}
+
+/// A guest name from the command line, checked with the rule guest file
+/// names follow ([`crate::config::guest::valid_guest_name`]). Every command
+/// takes its NAME as this type, so none can skip the check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestName(String);
+
+impl FromStr for GuestName {
+    type Err = NameError;
+    fn from_str(name: &str) -> Result<GuestName, NameError> {
+        if crate::config::guest::valid_guest_name(name) {
+            Ok(GuestName(name.to_string()))
+        } else {
+            Err(NameError::Guest)
+        }
+    }
+}
+
+impl GuestName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A template name from the command line, checked with the rule template
+/// definitions follow ([`crate::template::valid_name`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateName(String);
+
+impl FromStr for TemplateName {
+    type Err = NameError;
+    fn from_str(name: &str) -> Result<TemplateName, NameError> {
+        if crate::template::valid_name(name) {
+            Ok(TemplateName(name.to_string()))
+        } else {
+            Err(NameError::Template)
+        }
+    }
+}
+
+impl TemplateName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -69,19 +133,19 @@ pub enum Command {
     /// Show one guest in detail
     Status {
         /// Guest name
-        name: String,
+        name: GuestName,
     },
     /// Start a guest now (whatever its file's `state`; the next apply restores that)
     Start {
         /// Guest name
-        name: String,
+        name: GuestName,
         #[command(flatten)]
         wait: WaitArgs,
     },
     /// Stop a guest: the signal its init expects, then kill what is left after the timeout
     Stop {
         /// Guest name
-        name: String,
+        name: GuestName,
         /// Seconds to wait before killing [default: the guest's stop_timeout]
         #[arg(long, value_name = "SECONDS")]
         timeout: Option<u64>,
@@ -89,7 +153,7 @@ pub enum Command {
     /// Stop and start a guest
     Restart {
         /// Guest name
-        name: String,
+        name: GuestName,
         #[command(flatten)]
         wait: WaitArgs,
     },
@@ -108,7 +172,7 @@ pub enum Command {
     )]
     Exec {
         /// Guest name
-        name: String,
+        name: GuestName,
         /// Allocate a pseudo-terminal [default: when stdin is a terminal]
         #[arg(short = 't', long)]
         tty: bool,
@@ -122,7 +186,7 @@ pub enum Command {
     /// Open a login shell inside a running guest
     Enter {
         /// Guest name
-        name: String,
+        name: GuestName,
     },
     /// Attach the terminal to a running guest's console (Ctrl-a q detaches)
     #[command(
@@ -139,7 +203,7 @@ pub enum Command {
     )]
     Console {
         /// Guest name
-        name: String,
+        name: GuestName,
         /// After standard input ends: detach once no output came for this long
         #[arg(long, value_name = "MS", default_value_t = 300)]
         idle_ms: u64,
@@ -150,7 +214,7 @@ pub enum Command {
     /// Print a guest's console log
     Logs {
         /// Guest name
-        name: String,
+        name: GuestName,
         /// Keep printing what the console writes
         #[arg(short, long)]
         follow: bool,
@@ -238,7 +302,7 @@ pub enum TemplateCommand {
     /// Build a template (only when its definition changed, unless --force)
     Build {
         /// Template name
-        name: String,
+        name: TemplateName,
         /// Rebuild even when the definition is unchanged
         #[arg(long)]
         force: bool,
@@ -248,12 +312,12 @@ pub enum TemplateCommand {
     /// Re-hash a template against its manifest and report every damaged or missing file
     Verify {
         /// Template name
-        name: String,
+        name: TemplateName,
     },
     /// Remove a built template (refused while a guest uses it)
     Rm {
         /// Template name
-        name: String,
+        name: TemplateName,
     },
 }
 
@@ -261,10 +325,10 @@ pub enum TemplateCommand {
 pub struct PlanArgs {
     /// Only these guests (default: all)
     #[arg(value_name = "NAME")]
-    pub names: Vec<String>,
+    pub names: Vec<GuestName>,
     /// Allow rebuilding this guest's root filesystem (destroys it); repeatable
     #[arg(long, value_name = "NAME")]
-    pub recreate: Vec<String>,
+    pub recreate: Vec<GuestName>,
     /// Stop and unregister guests whose file was removed (their rootfs is kept)
     #[arg(long)]
     pub prune: bool,

@@ -13,6 +13,7 @@ pub mod caps;
 pub mod cgroup;
 pub mod cli;
 pub mod config;
+pub mod host_access;
 pub mod lifecycle;
 pub mod loopdev;
 pub mod net;

@@ -32,6 +32,8 @@ pub enum LifecycleError {
     /// The guest's name is added by whoever reports it (apply, the CLI).
     #[error("{source}")]
     Runtime { guest: String, source: RuntimeError },
+    #[error(transparent)]
+    Access(#[from] crate::host_access::HostAccessError),
 }
 
 /// Signal number of a validated `[init] stop_signal` name.
@@ -172,12 +174,19 @@ fn runtime_err(name: &str) -> impl FnOnce(RuntimeError) -> LifecycleError + '_ {
     }
 }
 
+/// Start a recorded guest. Its directories and files are first given the
+/// access they must have (installs of older versions made them readable by
+/// everyone; see [`crate::host_access`]).
 pub fn start(
     paths: &Paths,
     settings: &HostSettings,
     record: &GuestRecord,
 ) -> Result<runtime::Started, LifecycleError> {
     let spec = runtime_spec(paths, settings, record)?;
+    use crate::host_access::{self, Access, Follow};
+    host_access::secure_layout(paths)?;
+    host_access::ensure_dir(&paths.run_dir, Access::Traverse, Follow::Yes)?;
+    host_access::secure_guest(paths, record)?;
     runtime::start(&spec).map_err(runtime_err(&record.spec.name))
 }
 

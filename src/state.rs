@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::GuestSpec;
+use crate::host_access::{self, Access, Follow, HostAccessError};
 use crate::paths::Paths;
 use crate::rootfs::RootfsLayout;
 
@@ -36,6 +37,8 @@ pub enum StateError {
     },
     #[error("another vsctl apply holds the lock {path}")]
     Locked { path: PathBuf },
+    #[error(transparent)]
+    Access(#[from] HostAccessError),
 }
 
 fn io_err<'p>(action: &'static str, path: &'p Path) -> impl FnOnce(io::Error) -> StateError + 'p {
@@ -117,6 +120,7 @@ pub fn allocate_project_id(used: &[u32]) -> u32 {
 /// Access to the records under `state_dir/guests/NAME/record.json`.
 #[derive(Debug, Clone)]
 pub struct StateStore {
+    state_dir: PathBuf,
     guests_dir: PathBuf,
     lock_file: PathBuf,
 }
@@ -124,6 +128,7 @@ pub struct StateStore {
 impl StateStore {
     pub fn new(paths: &Paths) -> StateStore {
         StateStore {
+            state_dir: paths.state_dir.clone(),
             guests_dir: paths.guests_state_dir(),
             lock_file: paths.lock_file(),
         }
@@ -170,15 +175,22 @@ impl StateStore {
         }
     }
 
-    /// Write a record atomically. Unchanged content is not rewritten, so an
-    /// apply with nothing to do leaves every mtime as it was.
+    /// Write a record atomically, readable by root only (it holds the
+    /// guest's environment). Unchanged content is not rewritten, so an
+    /// apply with nothing to do leaves every mtime as it was (a record an
+    /// older vsctl left readable is tightened instead). A new guest's
+    /// directory is made root's only (see [`host_access`]).
     pub fn write(&self, record: &GuestRecord) -> Result<(), StateError> {
         let path = self.record_path(&record.spec.name);
         let mut bytes = serde_json::to_vec_pretty(record).expect("records always serialize");
         bytes.push(b'\n');
         if fs::read(&path).is_ok_and(|old| old == bytes) {
+            host_access::tighten_file(&path)?;
             return Ok(());
         }
+        host_access::ensure_dir(&self.state_dir, Access::Traverse, Follow::Yes)?;
+        host_access::ensure_dir(&self.guests_dir, Access::Traverse, Follow::No)?;
+        host_access::create_dir(path.parent().expect("record has a parent"), Access::Private)?;
         write_atomic(&path, &bytes)
     }
 
@@ -195,8 +207,7 @@ impl StateStore {
     /// Take the global apply lock. With `wait`, block (saying so on stderr)
     /// until the holder releases it; otherwise fail at once.
     pub fn lock(&self, wait: bool) -> Result<ApplyLock, StateError> {
-        let dir = self.lock_file.parent().expect("lock file has a parent");
-        fs::create_dir_all(dir).map_err(io_err("create", dir))?;
+        host_access::ensure_dir(&self.state_dir, Access::Traverse, Follow::Yes)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -233,7 +244,7 @@ pub struct ApplyLock {
 }
 
 /// Write `bytes` to `path` so that readers see the old or the new content,
-/// never a mixture, even across a crash.
+/// never a mixture, even across a crash. The file is root's only (0600).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
     let dir = path.parent().expect("atomic write target has a parent");
     fs::create_dir_all(dir).map_err(io_err("create", dir))?;
@@ -246,10 +257,15 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(0o644)
+        .mode(host_access::PRIVATE_FILE_MODE)
         .custom_flags(libc::O_NOFOLLOW)
         .open(&temp)
         .map_err(io_err("create", &temp))?;
+    // A stale temporary file of an earlier process keeps its own mode.
+    file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(
+        host_access::PRIVATE_FILE_MODE,
+    ))
+    .map_err(io_err("change the mode of", &temp))?;
     file.write_all(bytes).map_err(io_err("write", &temp))?;
     file.sync_all().map_err(io_err("sync", &temp))?;
     drop(file);

@@ -632,3 +632,101 @@ fn ansible_modules_run_inside_a_debian_guest() {
         stdout(&again)
     );
 }
+
+/// The modules refuse a guest name that is not one before running vsctl,
+/// and the connection plugin's `vsctl exec` refuses it too (issue 23): no
+/// planted record outside the vsctl tree is read, nothing is written.
+#[test]
+fn ansible_refuses_guest_names_that_are_not_guest_names() {
+    let Some(bin) = venv_bin("ansible-playbook") else {
+        return;
+    };
+    let world = World::new(bin);
+    let plant = tempfile::Builder::new()
+        .prefix("vsctl-plant-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::create_dir(plant.path().join("x")).unwrap();
+    std::fs::write(plant.path().join("x/record.json"), "planted-record").unwrap();
+    std::fs::create_dir_all(world.root().join("var/lib/vsctl/guests")).unwrap();
+    std::fs::create_dir_all(world.root().join("run/vsctl")).unwrap();
+    let name = format!(
+        "{}{}/x",
+        "../".repeat(40),
+        plant.path().strip_prefix("/").unwrap().display()
+    );
+    let before = snapshot(&world.root());
+    let playbook = world.write(
+        "evil.yml",
+        &format!(
+            r#"
+- hosts: localhost
+  connection: local
+  gather_facts: false
+  tasks:
+    - vsctl.vsctl.vsctl_guest:
+        name: "{name}"
+        template: busybox
+        root: "{{{{ root }}}}"
+        binary: "{{{{ bin }}}}"
+      register: guest
+      ignore_errors: true
+    - vsctl.vsctl.vsctl_apply:
+        names: ["{name}"]
+        root: "{{{{ root }}}}"
+        binary: "{{{{ bin }}}}"
+      register: names
+      ignore_errors: true
+    - vsctl.vsctl.vsctl_apply:
+        recreate: ["{name}"]
+        root: "{{{{ root }}}}"
+        binary: "{{{{ bin }}}}"
+      register: recreate
+      ignore_errors: true
+    - ansible.builtin.assert:
+        that:
+          - guest is failed
+          - "'invalid guest name' in guest.msg"
+          - names is failed
+          - "'invalid guest name' in names.msg"
+          - recreate is failed
+          - "'invalid guest name' in recreate.msg"
+"#
+        ),
+    );
+    let out = stdout(&world.playbook(&playbook, &[]));
+    assert_eq!(recap(&out, "localhost")["failed"], 0, "{out}");
+    assert!(!out.contains("planted-record"), "{out}");
+
+    // The connection plugin with such a name as the guest: `vsctl exec`
+    // refuses it as a usage error, the task fails, nothing is read.
+    let inventory = world.write(
+        "evil-hosts.yml",
+        &format!(
+            "all:\n  hosts:\n    evil:\n      ansible_connection: vsctl.vsctl.vsctl\n      ansible_host: \"{name}\"\n\
+             \x20     ansible_vsctl_binary: \"{}\"\n      ansible_vsctl_root: \"{}\"\n",
+            vsctl_bin().display(),
+            world.root().display()
+        ),
+    );
+    let raw = world.write(
+        "evil-raw.yml",
+        "- hosts: evil\n  gather_facts: false\n  tasks:\n    - ansible.builtin.raw: cat /etc/hostname\n",
+    );
+    let out = run(
+        world
+            .ansible("ansible-playbook")
+            .arg("-i")
+            .arg(&inventory)
+            .arg(&raw),
+        &[2, 4],
+    );
+    let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("guest names are"), "{text}");
+    assert!(!text.contains("planted-record"), "{text}");
+    assert_eq!(
+        snapshot(&world.root()),
+        before,
+        "a refused name changed files"
+    );
+}

@@ -93,7 +93,15 @@ impl Salt {
 
     /// Like `call`, accepting the exit codes in `codes`.
     fn call_with(&self, args: &[&str], codes: &[i32]) -> Value {
-        let out = run(
+        let out = self.call_output(args, codes);
+        let value: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("salt-call printed no JSON ({e}):\n{}", stdout(&out)));
+        value["local"].clone()
+    }
+
+    /// `salt-call --local ARGS --out=json` as it ended, exit code in `codes`.
+    fn call_output(&self, args: &[&str], codes: &[i32]) -> std::process::Output {
+        run(
             self.sandbox
                 .command(self.bin.join("salt-call"))
                 .current_dir(self.dir.path())
@@ -105,10 +113,7 @@ impl Salt {
                 .args(["--out=json", "--retcode-passthrough", "--log-level=quiet"])
                 .args(args),
             codes,
-        );
-        let value: Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("salt-call printed no JSON ({e}):\n{}", stdout(&out)));
-        value["local"].clone()
+        )
     }
 
     /// state.apply SLS; returns {state id: state return}.
@@ -259,4 +264,69 @@ fn salt_execution_module_plan_apply_list_status() {
     let pruned = salt.call(&["vsctl.apply", "prune=True"]);
     assert_eq!(pruned["changed"], true, "{pruned}");
     assert!(listed_guests(&salt.root()).is_empty());
+}
+
+/// A name that climbs out of every vsctl directory to `dir/x`.
+fn traversal_to(dir: &std::path::Path) -> String {
+    format!(
+        "{}{}/x",
+        "../".repeat(40),
+        dir.strip_prefix("/").unwrap().display()
+    )
+}
+
+#[test]
+fn salt_refuses_guest_names_that_are_not_guest_names() {
+    let Some(bin) = venv_bin("salt-call") else {
+        return;
+    };
+    let salt = Salt::new(bin);
+    // A record planted where `status ../../x` would read it (issue 23).
+    let plant = tempfile::Builder::new()
+        .prefix("vsctl-plant-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::create_dir(plant.path().join("x")).unwrap();
+    std::fs::write(plant.path().join("x/record.json"), "planted-record").unwrap();
+    std::fs::create_dir_all(salt.root().join("var/lib/vsctl/guests")).unwrap();
+    let name = traversal_to(plant.path());
+    let before = snapshot(&salt.root());
+    for args in [
+        vec!["vsctl.status".to_string(), name.clone()],
+        vec!["vsctl.plan".to_string(), format!("names={name}")],
+        vec!["vsctl.plan".to_string(), format!("recreate={name}")],
+        vec!["vsctl.apply".to_string(), format!("names={name}")],
+        vec![
+            "vsctl.converge".to_string(),
+            name.clone(),
+            "text=template = \"busybox\"".to_string(),
+        ],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = salt.call_output(&args, &[1]);
+        let text = format!("{}{}", stdout(&out), String::from_utf8_lossy(&out.stderr));
+        assert!(text.contains("invalid guest name"), "{args:?}: {text}");
+        assert!(!text.contains("planted-record"), "{args:?}: {text}");
+    }
+    // The state module refuses a state whose id is such a name.
+    std::fs::write(
+        salt.dir.path().join("srv/evil.sls"),
+        format!("'{name}':\n  vsctl.running:\n    - template: busybox\n"),
+    )
+    .unwrap();
+    let out = salt.call_with(&["state.apply", "evil"], &[1, 2]);
+    let state = out.as_object().unwrap().values().next().unwrap().clone();
+    assert_eq!(state["result"], false, "{state}");
+    assert!(
+        state["comment"]
+            .as_str()
+            .unwrap()
+            .contains("invalid guest name"),
+        "{state}"
+    );
+    assert_eq!(
+        snapshot(&salt.root()),
+        before,
+        "a refused name changed files"
+    );
 }

@@ -138,15 +138,15 @@ pub fn run(cli: Cli) -> i32 {
         ),
         Command::Apply(args) => plan_or_apply(&host, &args),
         Command::List => list(&host),
-        Command::Status { name } => status::status(&host, &name),
-        Command::Start { name, wait } => guests::start(&host, &name, wait),
-        Command::Stop { name, timeout } => guests::stop(&host, &name, timeout),
-        Command::Restart { name, wait } => guests::restart(&host, &name, wait),
+        Command::Status { name } => status::status(&host, name.as_str()),
+        Command::Start { name, wait } => guests::start(&host, name.as_str(), wait),
+        Command::Stop { name, timeout } => guests::stop(&host, name.as_str(), timeout),
+        Command::Restart { name, wait } => guests::restart(&host, name.as_str(), wait),
         Command::Console {
             name,
             idle_ms,
             timeout,
-        } => guests::console(&host, &name, idle_ms, timeout),
+        } => guests::console(&host, name.as_str(), idle_ms, timeout),
         Command::Exec {
             name,
             tty,
@@ -154,10 +154,10 @@ pub fn run(cli: Cli) -> i32 {
             command,
         } => {
             let tty = tty || (!no_tty && std::io::stdin().is_terminal());
-            guests::exec(&host, &name, &command, tty)
+            guests::exec(&host, name.as_str(), &command, tty)
         }
-        Command::Enter { name } => guests::enter(&host, &name),
-        Command::Logs { name, follow } => guests::logs(&host, &name, follow),
+        Command::Enter { name } => guests::enter(&host, name.as_str()),
+        Command::Logs { name, follow } => guests::logs(&host, name.as_str(), follow),
         Command::Runtime { spec, command } => plumbing::run(&spec, command),
         Command::Template(command) => templates::run(&host, command),
         Command::Gc => templates::gc(&host),
@@ -237,10 +237,14 @@ fn validate(host: &Host) -> i32 {
 
 fn plan_options(args: &PlanArgs) -> PlanOptions {
     PlanOptions {
-        recreate: args.recreate.iter().cloned().collect(),
+        recreate: args
+            .recreate
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect(),
         prune: args.prune,
         purge: args.purge,
-        only: args.names.iter().cloned().collect(),
+        only: args.names.iter().map(|n| n.as_str().to_string()).collect(),
     }
 }
 
@@ -289,6 +293,12 @@ fn plan_or_apply(host: &Host, args: &ApplyArgs) -> i32 {
         Ok(o) => o,
         Err(e) => return fail(&e),
     };
+    // What older versions left readable by every host user is tightened
+    // first, whatever the plan does with each guest.
+    let records = observed.guests.values().map(|g| &g.record);
+    if let Err(e) = crate::host_access::secure_all(&host.paths, records) {
+        return fail(&e);
+    }
     let plan = plan::plan(&desired, &observed, &options);
     if host.output == OutputFormat::Text {
         eprint!(

@@ -35,15 +35,16 @@ fn users(host: &Host, name: &str) -> Result<(Vec<String>, Vec<String>), i32> {
 
 pub fn run(host: &Host, command: TemplateCommand) -> i32 {
     match command {
-        TemplateCommand::Build { name, force } => build(host, &name, force),
+        TemplateCommand::Build { name, force } => build(host, name.as_str(), force),
         TemplateCommand::List => list(host),
-        TemplateCommand::Verify { name } => verify(host, &name),
+        TemplateCommand::Verify { name } => verify(host, name.as_str()),
         TemplateCommand::Rm { name } => {
-            let (guests, _) = match users(host, &name) {
+            let name = name.as_str();
+            let (guests, _) = match users(host, name) {
                 Ok(users) => users,
                 Err(code) => return code,
             };
-            match template::remove(&host.paths, &name, &guests) {
+            match template::remove(&host.paths, name, &guests) {
                 Ok(()) => {
                     eprintln!(
                         "vsctl: removed template {name} (run `vsctl gc` to free its objects)"
@@ -169,7 +170,7 @@ fn verify(host: &Host, name: &str) -> i32 {
 }
 
 pub fn gc(host: &Host) -> i32 {
-    let images = host.paths.guests_state_dir().join(".images");
+    let images = crate::host_access::template_images_dir(&host.paths);
     let paths = &host.paths;
     let result = crate::store::gc(paths)
         .map_err(|e| e.to_string())

@@ -118,7 +118,17 @@ pub fn template_image(
 /// mkfs.ext4 -d, the fix-up, the data sharing: everything but the rename.
 fn build_template_image(tree: &Path, building: &Path) -> Result<(), RootfsError> {
     let building = building.to_path_buf();
-    let file = File::create(&building).map_err(|e| io_err("create", &building, e))?;
+    // The image holds the whole template, /etc/shadow included: root's only.
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        File::options()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&building)
+            .map_err(|e| io_err("create", &building, e))?
+    };
     file.set_len(DEFAULT_SIZE)
         .map_err(|e| io_err("size", &building, e))?;
     drop(file);

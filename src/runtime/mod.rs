@@ -252,6 +252,8 @@ pub enum RuntimeError {
     Console { name: String, msg: String },
     #[error("guest {name} did not report ready: {msg}")]
     NotReady { name: String, msg: String },
+    #[error(transparent)]
+    Access(#[from] crate::host_access::HostAccessError),
 }
 
 fn io_ctx(what: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
@@ -385,10 +387,12 @@ pub fn same_process(pid: i32, start: u64) -> bool {
     fields.nth(18).and_then(|v| v.parse().ok()) == Some(start)
 }
 
+/// Record the supervisor's state (root's only, as every file of the run
+/// directory; see [`crate::host_access`]).
 pub(crate) fn write_state(run_dir: &Path, st: &RunState) -> Result<(), RuntimeError> {
     let tmp = run_dir.join(".state.json.tmp");
     let data = serde_json::to_vec_pretty(st).expect("state serializes");
-    fs::write(&tmp, data).map_err(io_ctx(format!("write {}", tmp.display())))?;
+    crate::host_access::write_private(&tmp, &data)?;
     fs::rename(&tmp, run_dir.join(STATE_FILE)).map_err(io_ctx(format!("rename {}", tmp.display())))
 }
 
@@ -699,14 +703,22 @@ pub fn start(spec: &RuntimeSpec) -> Result<Started, RuntimeError> {
     let container_uuid = random_uuid();
     let stop_signal = stop_signal_for(spec);
     // The supervisor binds its sockets in the run directory and opens the
-    // log before it is told to boot.
-    fs::create_dir_all(&spec.run_dir)
-        .map_err(io_ctx(format!("create {}", spec.run_dir.display())))?;
+    // log before it is told to boot. Both are the host's business: the run
+    // directory may only be passed through (an unprivileged guest's init
+    // mounts its root there), a log directory vsctl makes is root's only.
+    {
+        use crate::host_access::{self, Access, Follow};
+        host_access::ensure_dir(&spec.run_dir, Access::Traverse, Follow::No)?;
+        if let Some(dir) = spec.log_file.parent() {
+            if let Some(parent) = dir.parent() {
+                fs::create_dir_all(parent)
+                    .map_err(io_ctx(format!("create {}", parent.display())))?;
+            }
+            host_access::create_dir(dir, Access::Private)?;
+        }
+    }
     if spec.userns.is_some() {
         reachable_by_guest(&spec.run_dir)?;
-    }
-    if let Some(dir) = spec.log_file.parent() {
-        fs::create_dir_all(dir).map_err(io_ctx(format!("create {}", dir.display())))?;
     }
     let mgr = cgroup::detect(&spec.cgroup_base)?;
     let root_dev = match &spec.rootfs {
@@ -764,11 +776,13 @@ fn prepare_start(
     let _ = fs::remove_file(spec.run_dir.join(STOP_FILE));
     let spec_path = spec.run_dir.join(SPEC_FILE);
     let spec_json = serde_json::to_vec_pretty(spec).expect("spec serializes");
-    // A restart usually finds the same spec; truncating and rewriting it
-    // costs half a millisecond on ext4.
+    // The spec holds the guest's environment, secrets included: root's
+    // only. A restart usually finds the same spec; truncating and
+    // rewriting it costs half a millisecond on ext4.
     if fs::read(&spec_path).ok().as_deref() != Some(spec_json.as_slice()) {
-        fs::write(&spec_path, spec_json)
-            .map_err(io_ctx(format!("write {}", spec_path.display())))?;
+        crate::host_access::write_private(&spec_path, &spec_json)?;
+    } else {
+        crate::host_access::tighten_file(&spec_path)?;
     }
     // A previous crashed run may have left the cgroup: start from scratch.
     // Limits are in place before init exists, so they bite from its first
@@ -894,11 +908,10 @@ pub fn update_limits(run_dir: &Path, limits: &Limits) -> Result<(), RuntimeError
     let mut spec = read_spec(run_dir)?;
     spec.limits = limits.clone();
     let p = run_dir.join(SPEC_FILE);
-    fs::write(
+    Ok(crate::host_access::write_private(
         &p,
-        serde_json::to_vec_pretty(&spec).expect("spec serializes"),
-    )
-    .map_err(io_ctx(format!("write {}", p.display())))
+        &serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+    )?)
 }
 
 /// Change a running guest's network in place (addresses, routes), and
@@ -922,11 +935,10 @@ pub fn update_network(run_dir: &Path, network: &GuestNetwork) -> Result<(), Runt
     }
     spec.network = Some(network.clone());
     let p = run_dir.join(SPEC_FILE);
-    fs::write(
+    Ok(crate::host_access::write_private(
         &p,
-        serde_json::to_vec_pretty(&spec).expect("spec serializes"),
-    )
-    .map_err(io_ctx(format!("write {}", p.display())))
+        &serde_json::to_vec_pretty(&spec).expect("spec serializes"),
+    )?)
 }
 
 /// CPU time used by a guest so far (from its cgroup).

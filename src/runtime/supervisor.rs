@@ -251,12 +251,11 @@ struct ConsoleLog {
 }
 
 impl ConsoleLog {
+    /// The log is root's only (0600): a console carries whatever the guest
+    /// and its users print or type there. One an older vsctl left readable
+    /// is tightened.
     fn open(path: PathBuf, max: u64) -> ConsoleLog {
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .ok();
+        let file = Self::open_file(&path);
         let size = file
             .as_ref()
             .and_then(|f| f.metadata().ok())
@@ -274,11 +273,7 @@ impl ConsoleLog {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
             let _ = fs::rename(&self.path, rotated);
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
+            self.file = Self::open_file(&self.path);
             self.size = 0;
         }
         if let Some(f) = &mut self.file
@@ -286,6 +281,22 @@ impl ConsoleLog {
         {
             self.size += buf.len() as u64;
         }
+    }
+
+    fn open_file(path: &std::path::Path) -> Option<File> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(crate::host_access::PRIVATE_FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
+            .ok()?;
+        file.set_permissions(fs::Permissions::from_mode(
+            crate::host_access::PRIVATE_FILE_MODE,
+        ))
+        .ok()?;
+        Some(file)
     }
 
     fn note(&mut self, msg: &str) {

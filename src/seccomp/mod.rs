@@ -6,28 +6,36 @@
 //! (open_by_handle_at), the host clock, swap, accounting, quotas, the kernel
 //! keyring, userfaultfd, perf, port I/O and io_uring. Everything else passes.
 //!
-//! A privileged guest (one in the host's user namespace) also may not make a
-//! user namespace: in one it would hold every capability again, over
-//! namespaces of its own, which is kernel attack surface the reduced
-//! capability set exists to keep away (Docker refuses it the same way to
-//! containers without CAP_SYS_ADMIN). `clone` and `unshare` with
-//! CLONE_NEWUSER are refused (EPERM); `clone3`, whose flags live in memory a
-//! filter cannot read, answers ENOSYS, so the C library falls back to
-//! `clone`. Unprivileged guests already are in a user namespace of their own
-//! and may nest more (systemd's PrivateUsers=, rootless containers).
+//! A few syscalls are decided by their first argument ([`arg_rules`]):
+//!
+//! - `socket` and `socketpair` with AF_VSOCK fail with EAFNOSUPPORT (what a
+//!   kernel without vsock answers) in every guest. vsock is not
+//!   network-namespaced: a guest's vsock socket lives in the host's (or the
+//!   VM's) port space, where it can take ports from the host and reach the
+//!   hypervisor's channel. Docker's default profile refuses address family
+//!   40 the same way.
+//! - A privileged guest (one in the host's user namespace) also may not make
+//!   a user namespace: in one it would hold every capability again, over
+//!   namespaces of its own, which is kernel attack surface the reduced
+//!   capability set exists to keep away (Docker refuses it the same way to
+//!   containers without CAP_SYS_ADMIN). `clone` and `unshare` with
+//!   CLONE_NEWUSER are refused (EPERM); `clone3`, whose flags live in memory
+//!   a filter cannot read, answers ENOSYS, so the C library falls back to
+//!   `clone`. Unprivileged guests already are in a user namespace of their
+//!   own and may nest more (systemd's PrivateUsers=, rootless containers).
 //!
 //! The filter is classic BPF built here by hand (a few dozen instructions) and
 //! installed with seccomp(2) without NO_NEW_PRIVS, so setuid programs keep
 //! working inside the guest. It inspects the architecture and the syscall
-//! number, and arguments only of `clone` and `unshare` for privileged
-//! guests: since Linux 5.11 the kernel proves per number that the result is
-//! "allow" whatever the arguments and caches it, so every other allowed
-//! syscall skips the BPF interpreter entirely.
+//! number, and the first argument only of the syscalls of [`arg_rules`]:
+//! since Linux 5.11 the kernel proves per number that the result is "allow"
+//! whatever the arguments and caches it, so every other allowed syscall
+//! skips the BPF interpreter entirely.
 //!
-//! What this module must never do: decide on the arguments of any other
-//! syscall (that would take it out of the kernel's allow cache) or let a
-//! foreign-ABI syscall through unchecked (x32 numbers and 32-bit compat
-//! calls are refused outright).
+//! What this module must never do: decide on the arguments of any syscall
+//! but those of [`arg_rules`] (that would take it out of the kernel's allow
+//! cache) or let a foreign-ABI syscall through unchecked (x32 numbers and
+//! 32-bit compat calls, `socketcall` among them, are refused outright).
 
 #![deny(unsafe_code)]
 
@@ -50,10 +58,12 @@ const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
 // offsetof(struct seccomp_data, nr / arch).
 const OFF_NR: u32 = 0;
 const OFF_ARCH: u32 = 4;
-/// The low 32 bits of args[0] (little endian), where clone and unshare take
-/// their flags.
+/// The low 32 bits of args[0] (little endian): the flags of clone and
+/// unshare, the address family of socket and socketpair (an `int`, so the
+/// kernel reads no more).
 const OFF_ARG0_LO: u32 = 16;
 const CLONE_NEWUSER: u32 = libc::CLONE_NEWUSER as u32;
+const AF_VSOCK: u32 = libc::AF_VSOCK as u32;
 
 #[cfg(target_arch = "x86_64")]
 const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
@@ -144,28 +154,70 @@ impl GuestKind {
     }
 }
 
+/// What a syscall's first argument (its low 32 bits) is tested for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArgTest {
+    /// Any of these bits set (BPF `jset`).
+    AnyBit(u32),
+    /// Exactly this value (BPF `jeq`).
+    Equals(u32),
+}
+
+/// Syscalls refused with `errno` when their first argument passes `test`,
+/// and allowed otherwise.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArgRule {
+    pub syscalls: Vec<(&'static str, i64)>,
+    pub test: ArgTest,
+    pub errno: i32,
+}
+
+/// The syscalls this kind of guest gets decided by their first argument;
+/// every other syscall is decided by its number alone.
+pub fn arg_rules(kind: GuestKind) -> Vec<ArgRule> {
+    let mut rules = vec![ArgRule {
+        syscalls: vec![
+            ("socket", libc::SYS_socket),
+            ("socketpair", libc::SYS_socketpair),
+        ],
+        test: ArgTest::Equals(AF_VSOCK),
+        errno: libc::EAFNOSUPPORT,
+    }];
+    if kind == GuestKind::Privileged {
+        rules.push(ArgRule {
+            syscalls: vec![("clone", libc::SYS_clone), ("unshare", libc::SYS_unshare)],
+            test: ArgTest::AnyBit(CLONE_NEWUSER),
+            errno: libc::EPERM,
+        });
+    }
+    rules
+}
+
 /// Build the filter program. Layout:
 ///
 /// ```text
 ///   ld arch; jeq NATIVE ? next : foreign
 ///   ld nr;   [x86_64: jge X32_BIT ? deny]
-///   [privileged: jeq clone3 ? foreign; jeq clone ? flags; jeq unshare ? flags]
+///   [privileged: jeq clone3 ? foreign]
+///   jeq rule_nr_1 ? rule_1 ... (every syscall of every argument rule)
 ///   jeq nr_1 ? deny ... jeq nr_n ? deny
 ///   ret ALLOW
-/// [flags: ld args[0]; jset CLONE_NEWUSER ? deny; ret ALLOW]
+/// [rule_k: ld args[0]; jset/jeq K ? +1 : +0; ret ALLOW; ret ERRNO(errno_k)]
 /// deny:    ret ERRNO(EPERM)
 /// foreign: ret ERRNO(ENOSYS)
 /// ```
 pub fn build(kind: GuestKind) -> Vec<libc::sock_filter> {
     let denied = denied();
-    let mut p = Vec::with_capacity(denied.len() + 16);
+    let rules = arg_rules(kind);
+    let mut p = Vec::with_capacity(denied.len() + 32);
     p.push(stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARCH));
     let arch_check = p.len();
     p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, NATIVE_ARCH, 0, 0)); // jf patched below
     p.push(stmt(BPF_LD | BPF_W | BPF_ABS, OFF_NR));
     let mut deny_jumps = Vec::new();
     let mut enosys_jumps = Vec::new();
-    let mut flag_jumps = Vec::new();
+    // (jump, index of the rule it leads to)
+    let mut rule_jumps = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         deny_jumps.push(p.len());
@@ -179,9 +231,11 @@ pub fn build(kind: GuestKind) -> Vec<libc::sock_filter> {
             0,
             0,
         ));
-        for nr in [libc::SYS_clone, libc::SYS_unshare] {
-            flag_jumps.push(p.len());
-            p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, nr as u32, 0, 0));
+    }
+    for (index, rule) in rules.iter().enumerate() {
+        for (_, nr) in &rule.syscalls {
+            rule_jumps.push((p.len(), index));
+            p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *nr as u32, 0, 0));
         }
     }
     for (_, nr) in &denied {
@@ -189,12 +243,16 @@ pub fn build(kind: GuestKind) -> Vec<libc::sock_filter> {
         p.push(jump(BPF_JMP | BPF_JEQ | BPF_K, *nr as u32, 0, 0));
     }
     p.push(stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
-    let flags = p.len();
-    if kind == GuestKind::Privileged {
+    let mut rule_starts = Vec::new();
+    for rule in &rules {
+        rule_starts.push(p.len());
         p.push(stmt(BPF_LD | BPF_W | BPF_ABS, OFF_ARG0_LO));
-        deny_jumps.push(p.len());
-        p.push(jump(BPF_JMP | BPF_JSET | BPF_K, CLONE_NEWUSER, 0, 0));
+        p.push(match rule.test {
+            ArgTest::AnyBit(bits) => jump(BPF_JMP | BPF_JSET | BPF_K, bits, 1, 0),
+            ArgTest::Equals(value) => jump(BPF_JMP | BPF_JEQ | BPF_K, value, 1, 0),
+        });
         p.push(stmt(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+        p.push(stmt(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | rule.errno as u32));
     }
     let deny = p.len();
     p.push(stmt(
@@ -214,8 +272,8 @@ pub fn build(kind: GuestKind) -> Vec<libc::sock_filter> {
     for j in enosys_jumps {
         p[j].jt = offset(j, foreign);
     }
-    for j in flag_jumps {
-        p[j].jt = offset(j, flags);
+    for (j, rule) in rule_jumps {
+        p[j].jt = offset(j, rule_starts[rule]);
     }
     p[arch_check].jf = offset(arch_check, foreign);
     p
@@ -366,30 +424,79 @@ mod tests {
     }
 
     #[test]
-    fn arguments_are_read_only_for_clone_and_unshare() {
-        // The kernel's allow cache needs every other syscall decided by
-        // number: an argument load may only follow the clone/unshare jumps.
-        assert!(
-            build(GuestKind::Unprivileged)
-                .iter()
-                .all(|i| i.code != BPF_LD | BPF_W | BPF_ABS || i.k == OFF_NR || i.k == OFF_ARCH)
-        );
-        let p = build(GuestKind::Privileged);
-        let arg_loads: Vec<usize> = (0..p.len())
-            .filter(|&i| p[i].code == BPF_LD | BPF_W | BPF_ABS && p[i].k == OFF_ARG0_LO)
-            .collect();
-        assert_eq!(arg_loads.len(), 1);
-        // Every syscall but clone and unshare returns before reaching it:
-        // evaluating them with and without the flag gives the same verdict.
-        for nr in 0..450u32 {
-            if nr == libc::SYS_clone as u32 || nr == libc::SYS_unshare as u32 {
-                continue;
+    fn vsock_sockets_are_refused_in_every_guest() {
+        const EAFNOSUPPORT: u32 = SECCOMP_RET_ERRNO | libc::EAFNOSUPPORT as u32;
+        // (syscall, address family) -> verdict, for both kinds of guest.
+        let table: &[(i64, i32, u32)] = &[
+            (libc::SYS_socket, libc::AF_VSOCK, EAFNOSUPPORT),
+            (libc::SYS_socketpair, libc::AF_VSOCK, EAFNOSUPPORT),
+            (libc::SYS_socket, libc::AF_INET, SECCOMP_RET_ALLOW),
+            (libc::SYS_socket, libc::AF_INET6, SECCOMP_RET_ALLOW),
+            (libc::SYS_socket, libc::AF_UNIX, SECCOMP_RET_ALLOW),
+            (libc::SYS_socket, libc::AF_NETLINK, SECCOMP_RET_ALLOW),
+            (libc::SYS_socket, libc::AF_PACKET, SECCOMP_RET_ALLOW),
+            (libc::SYS_socketpair, libc::AF_UNIX, SECCOMP_RET_ALLOW),
+            // Near misses: only the one family is refused.
+            (libc::SYS_socket, libc::AF_VSOCK - 1, SECCOMP_RET_ALLOW),
+            (libc::SYS_socket, libc::AF_VSOCK + 1, SECCOMP_RET_ALLOW),
+            // A family in the flags' place of another syscall means nothing.
+            (libc::SYS_read, libc::AF_VSOCK, SECCOMP_RET_ALLOW),
+            (libc::SYS_bind, libc::AF_VSOCK, SECCOMP_RET_ALLOW),
+        ];
+        for kind in [GuestKind::Unprivileged, GuestKind::Privileged] {
+            let p = build(kind);
+            for (nr, family, want) in table {
+                assert_eq!(
+                    evaluate(&p, NATIVE_ARCH, *nr as u32, *family as u32),
+                    *want,
+                    "{kind:?} nr {nr} family {family}"
+                );
             }
-            assert_eq!(
-                evaluate(&p, NATIVE_ARCH, nr, 0),
-                evaluate(&p, NATIVE_ARCH, nr, u32::MAX),
-                "nr {nr} depends on its arguments"
-            );
         }
+    }
+
+    #[test]
+    fn arguments_are_read_only_for_the_argument_rules() {
+        // The kernel's allow cache needs every other syscall decided by
+        // number: an argument load only follows the jumps of the rules.
+        for kind in [GuestKind::Unprivileged, GuestKind::Privileged] {
+            let p = build(kind);
+            let rules = arg_rules(kind);
+            let arg_loads = p
+                .iter()
+                .filter(|i| i.code == BPF_LD | BPF_W | BPF_ABS && i.k == OFF_ARG0_LO)
+                .count();
+            assert_eq!(arg_loads, rules.len(), "{kind:?}");
+            let ruled: Vec<u32> = rules
+                .iter()
+                .flat_map(|r| r.syscalls.iter().map(|(_, nr)| *nr as u32))
+                .collect();
+            // Every other syscall gives the same verdict whatever its
+            // first argument.
+            for nr in (0..460u32).filter(|nr| !ruled.contains(nr)) {
+                let verdict = evaluate(&p, NATIVE_ARCH, nr, 0);
+                for arg in [u32::MAX, AF_VSOCK, CLONE_NEWUSER, 1] {
+                    assert_eq!(
+                        evaluate(&p, NATIVE_ARCH, nr, arg),
+                        verdict,
+                        "{kind:?} nr {nr} depends on its arguments"
+                    );
+                }
+            }
+            // And each ruled syscall does depend on it.
+            for nr in ruled {
+                let verdicts: std::collections::BTreeSet<u32> = [0, AF_VSOCK, CLONE_NEWUSER]
+                    .into_iter()
+                    .map(|arg| evaluate(&p, NATIVE_ARCH, nr, arg))
+                    .collect();
+                assert!(verdicts.len() > 1, "{kind:?} nr {nr} ignores its argument");
+            }
+        }
+        // Unprivileged guests read arguments only of socket and socketpair.
+        let names: Vec<&str> = arg_rules(GuestKind::Unprivileged)
+            .iter()
+            .flat_map(|r| r.syscalls.iter().map(|(n, _)| *n))
+            .collect();
+        assert_eq!(names, ["socket", "socketpair"]);
     }
 }

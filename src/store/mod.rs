@@ -36,7 +36,7 @@ pub use manifest::{Entry, EntryKind, Manifest, tree_digest};
 
 use crate::paths::Paths;
 use std::fs;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Errors from the object store.
@@ -74,6 +74,9 @@ pub enum StoreError {
         /// What went wrong.
         message: String,
     },
+    /// The store directory could not be made root's only.
+    #[error(transparent)]
+    Access(#[from] crate::host_access::HostAccessError),
 }
 
 impl StoreError {
@@ -144,7 +147,10 @@ impl Store {
 
     /// Create the directory layout (idempotent). The 256 fan-out directories
     /// are made up front so that parallel ingestion never races on mkdir.
+    /// The store is root's only: its objects keep the modes of template
+    /// files, setuid bits included (see [`crate::host_access`]).
     pub fn create(&self) -> Result<(), StoreError> {
+        self.make_private()?;
         let objects = self.objects_dir();
         fs::create_dir_all(&objects).map_err(StoreError::io("creating", &objects))?;
         fs::create_dir_all(self.tmp_dir()).map_err(StoreError::io("creating", self.tmp_dir()))?;
@@ -163,17 +169,25 @@ impl Store {
     /// hold it; gc in particular must never run while a build has objects
     /// linked only from a staging tree that is about to be renamed.
     pub fn lock(&self) -> Result<StoreLock, StoreError> {
-        fs::create_dir_all(&self.dir).map_err(StoreError::io("creating", &self.dir))?;
+        self.make_private()?;
         let path = self.lock_path();
         let file = fs::OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(crate::host_access::PRIVATE_FILE_MODE)
             .open(&path)
             .map_err(StoreError::io("opening", &path))?;
         let lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
             .map_err(|(_, e)| StoreError::errno("locking", &path)(e))?;
         Ok(StoreLock { _lock: lock })
+    }
+}
+
+impl Store {
+    fn make_private(&self) -> Result<(), StoreError> {
+        use crate::host_access::{Access, Follow, ensure_dir};
+        Ok(ensure_dir(&self.dir, Access::Private, Follow::No)?)
     }
 }
 

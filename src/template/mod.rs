@@ -314,10 +314,19 @@ pub fn build(
     name: &str,
     opts: &BuildOptions,
 ) -> Result<BuildOutcome, TemplateError> {
+    // Template trees and the store hold setuid binaries and device nodes
+    // with the modes the template gave them: root's only.
+    crate::host_access::secure_layout(paths)
+        .map_err(|e| TemplateError::store(name)(StoreError::from(e)))?;
     let store = Store::new(paths);
     store.create().map_err(TemplateError::store(name))?;
     let trees = paths.template_trees_dir();
-    fs::create_dir_all(&trees).map_err(TemplateError::io(name, "creating", &trees))?;
+    crate::host_access::ensure_dir(
+        &trees,
+        crate::host_access::Access::Private,
+        crate::host_access::Follow::No,
+    )
+    .map_err(|e| TemplateError::store(name)(StoreError::from(e)))?;
     let _lock = store.lock().map_err(TemplateError::store(name))?;
     remove_stale_staging(paths).map_err(TemplateError::store(name))?;
     build_locked(paths, &store, defs, name, opts, opts.force, 0)

@@ -352,34 +352,39 @@ pub fn scratch_dir() -> tempfile::TempDir {
         .unwrap()
 }
 
-/// tests/probes/attack.c built as a static binary (guests have no libc),
-/// once per test process.
-pub fn attack_probe() -> &'static Path {
-    static PROBE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    PROBE.get_or_init(|| {
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/probes/attack.c");
-        let out =
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("attack-{}", std::process::id()));
-        let o = Command::new("cc")
-            .args(["-static", "-O2", "-o"])
-            .arg(&out)
-            .arg(&src)
-            .output()
-            .expect("a C compiler (cc) for the attack probe");
-        assert!(
-            o.status.success(),
-            "building {}: {}",
-            src.display(),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        out
-    })
+/// A test helper from `tests/helpers/NAME.c`, built statically (guests have
+/// no C library of the host's) into the target's scratch directory once per
+/// test process, and its path.
+pub fn static_helper(name: &str) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/helpers")
+        .join(format!("{name}.c"));
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{name}-{}", std::process::id()));
+    if out.is_file() {
+        return out;
+    }
+    let building = out.with_extension("building");
+    let built = Command::new("cc")
+        .args(["-static", "-O2", "-Wall", "-Werror", "-o"])
+        .arg(&building)
+        .arg(&source)
+        .output()
+        .expect("run cc (the tests need a C compiler and the static C library)");
+    assert!(
+        built.status.success(),
+        "cc {}: {}",
+        source.display(),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    fs::rename(&building, &out).unwrap();
+    out
 }
 
-/// Put the attack probe into a guest's tree as /bin/attack.
+/// Put the attack probe (tests/helpers/attack.c) into a guest's tree as
+/// /bin/attack.
 pub fn install_attack_probe(rootfs: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let dst = rootfs.join("bin/attack");
-    fs::copy(attack_probe(), &dst).unwrap();
+    fs::copy(static_helper("attack"), &dst).unwrap();
     fs::set_permissions(&dst, fs::Permissions::from_mode(0o755)).unwrap();
 }
